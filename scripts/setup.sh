@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# setup.sh installs every real dependency the tests and the demo use, and is
+# safe to run again: each step checks before it acts. Called by test.sh and
+# demo.sh; prints the versions it found and the env file the others source.
+#
+#   nginx, haproxy, caddy, wrk, hyperfine  Debian packages
+#   consul                                  built from the Go module proxy at
+#                                           a pinned release, cached outside the
+#                                           repo under $SWITCHYARD_CACHE
+#   Docker Engine                           must answer; started if it does not
+set -euo pipefail
+
+CONSUL_VERSION=${CONSUL_VERSION:-1.20.2}
+CACHE=${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}
+CONSUL_BIN="$CACHE/consul-$CONSUL_VERSION/consul"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+	local missing=()
+	for pair in "$@"; do
+		local bin=${pair%%:*} pkg=${pair##*:}
+		command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	log "installing ${missing[*]}"
+	if [ $apt_updated = 0 ]; then
+		as_root apt-get update -qq >&2
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# Debian's nginx package starts a system nginx on port 80 on install; our tests
+# and demo run their own nginx with their own prefix, so stop the system one.
+stop_system_nginx() {
+	if pgrep -f 'nginx: master process /usr/sbin/nginx -g' >/dev/null 2>&1; then
+		as_root /usr/sbin/nginx -s quit >/dev/null 2>&1 || true
+	fi
+	for svc in nginx haproxy caddy; do
+		as_root service "$svc" stop >/dev/null 2>&1 || true
+	done
+}
+
+build_consul() {
+	[ -x "$CONSUL_BIN" ] && return 0
+	log "building consul v$CONSUL_VERSION from the Go module proxy (about 5 minutes, once; cached in $CACHE)"
+	local work
+	work=$(mktemp -d)
+	# Consul's own go.mod replaces its submodules with local paths, which a
+	# dependent module cannot use; require them at the versions it lists and
+	# copy its exclude lines, so the build resolves the same graph.
+	local mod
+	mod=$(cd "$work" && GONOSUMDB=github.com/hashicorp/consul GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/consul@v$CONSUL_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+	{
+		echo "module consulbuild"
+		echo
+		echo "go 1.22"
+		echo
+		echo "require github.com/hashicorp/consul v$CONSUL_VERSION"
+		echo
+		echo "require ("
+		grep -E '^\s+github.com/hashicorp/consul/(api|sdk|proto-public|envoyextensions|troubleshoot) v' "$mod" | sort -u
+		echo ")"
+		echo
+		sed -n '/^exclude (/,/^)/p' "$mod"
+	} >"$work/go.mod"
+	printf 'package main\n\nimport _ "github.com/hashicorp/consul"\n' >"$work/tools.go"
+	(
+		cd "$work"
+		# The checksum database has no entries for some of these submodule
+		# tags (it answers 404), so skip it for consul's own modules only;
+		# everything else is still verified.
+		export GONOSUMDB=github.com/hashicorp/consul
+		GOFLAGS=-mod=mod go mod tidy >&2 2>&1 || true
+		mkdir -p "$(dirname "$CONSUL_BIN")"
+		CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags="-s -w" -o "$CONSUL_BIN.tmp" github.com/hashicorp/consul
+	)
+	mv "$CONSUL_BIN.tmp" "$CONSUL_BIN"
+	rm -rf "$work"
+}
+
+docker_answers() { docker info >/dev/null 2>&1; }
+
+ensure_docker() {
+	docker_answers && return 0
+	apt_install docker:docker.io
+	if ! docker_answers; then
+		log "starting dockerd in the background (log: /var/log/switchyard-dockerd.log)"
+		as_root sh -c 'nohup dockerd >/var/log/switchyard-dockerd.log 2>&1 &'
+		for _ in $(seq 1 60); do
+			docker_answers && return 0
+			sleep 1
+		done
+		log "Docker Engine did not answer within 60s; see /var/log/switchyard-dockerd.log"
+		return 1
+	fi
+}
+
+main() {
+	command -v go >/dev/null || { log "go is required (Go 1.26)"; exit 1; }
+	apt_install nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk hyperfine:hyperfine curl:curl
+	stop_system_nginx
+	ensure_docker
+	build_consul
+	mkdir -p "$CACHE"
+	cat >"$CACHE/env" <<ENV
+export SWITCHYARD_CONSUL=$CONSUL_BIN
+export SWITCHYARD_NGINX=$(command -v nginx)
+export SWITCHYARD_HAPROXY=$(command -v haproxy)
+export SWITCHYARD_CADDY=$(command -v caddy)
+ENV
+	log "consul:  $("$CONSUL_BIN" version | head -n1)"
+	log "nginx:   $(nginx -v 2>&1)"
+	log "haproxy: $(haproxy -v | head -n1)"
+	log "caddy:   $(caddy version 2>&1 | head -n1)"
+	log "docker:  $(docker version --format 'engine {{.Server.Version}} api {{.Server.APIVersion}}')"
+	log "go:      $(go version)"
+	echo "$CACHE/env"
+}
+
+main "$@"
