@@ -1,0 +1,188 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/switchyard/switchyard/registrar/internal/container"
+	"github.com/switchyard/switchyard/registrar/internal/service"
+)
+
+// fakeDocker is an in-memory ContainerSource. Tests change containers and
+// send hints through events, as Docker would.
+type fakeDocker struct {
+	mu         sync.Mutex
+	containers map[string]container.Container
+	inspects   map[string]int
+	failList   error
+	failInsp   map[string]error
+	events     chan container.Event
+}
+
+func newFakeDocker() *fakeDocker {
+	return &fakeDocker{
+		containers: map[string]container.Container{},
+		inspects:   map[string]int{},
+		failInsp:   map[string]error{},
+		events:     make(chan container.Event, 100),
+	}
+}
+
+func (f *fakeDocker) List(ctx context.Context) ([]container.Summary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failList != nil {
+		return nil, f.failList
+	}
+	var out []container.Summary
+	for _, id := range slices.Sorted(maps.Keys(f.containers)) {
+		out = append(out, container.Summary{ID: id, Running: f.containers[id].State.Running})
+	}
+	return out, nil
+}
+
+func (f *fakeDocker) Inspect(ctx context.Context, id string) (container.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inspects[id]++
+	if err := f.failInsp[id]; err != nil {
+		return container.Container{}, err
+	}
+	c, ok := f.containers[id]
+	if !ok {
+		return container.Container{}, fmt.Errorf("inspect %s: %w", id, container.ErrNotFound)
+	}
+	return c, nil
+}
+
+func (f *fakeDocker) Watch(ctx context.Context, out chan<- container.Event) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev := <-f.events:
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+func (f *fakeDocker) set(c container.Container) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers[c.ID] = c
+}
+
+func (f *fakeDocker) remove(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.containers, id)
+}
+
+func (f *fakeDocker) inspectCount(id string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inspects[id]
+}
+
+// fakeConsul is an in-memory agent: it holds services of every owner and
+// answers Owned with ours only, like the meta filter does.
+type fakeConsul struct {
+	mu       sync.Mutex
+	node     string
+	services map[string]service.Service
+	writes   int
+	fail     error // every write fails while set
+	reject   map[string]bool
+}
+
+func newFakeConsul(node string) *fakeConsul {
+	return &fakeConsul{node: node, services: map[string]service.Service{}, reject: map[string]bool{}}
+}
+
+type rejectedErr struct{}
+
+func (rejectedErr) Error() string  { return "400 bad request" }
+func (rejectedErr) Rejected() bool { return true }
+
+var errDown = errors.New("connection refused")
+
+func (f *fakeConsul) Owned(ctx context.Context) ([]service.Registration, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	var out []service.Registration
+	for _, s := range f.services {
+		if s.Meta[service.MetaNode] == f.node {
+			out = append(out, service.Registration{ID: s.ID, ContainerID: s.Meta[service.MetaContainerID], Fingerprint: s.Meta[service.MetaFingerprint]})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeConsul) Register(ctx context.Context, s service.Service) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	if f.fail != nil {
+		return f.fail
+	}
+	if f.reject[s.ID] {
+		return rejectedErr{}
+	}
+	s.Meta = maps.Clone(s.Meta)
+	s.Meta[service.MetaFingerprint] = s.Fingerprint()
+	f.services[s.ID] = s
+	return nil
+}
+
+func (f *fakeConsul) Deregister(ctx context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	if f.fail != nil {
+		return f.fail
+	}
+	delete(f.services, id)
+	return nil
+}
+
+func (f *fakeConsul) ids() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.services))
+}
+
+func (f *fakeConsul) get(id string) (service.Service, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.services[id]
+	return s, ok
+}
+
+func (f *fakeConsul) setFail(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = err
+}
+
+func (f *fakeConsul) writeCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writes
+}
+
+func (f *fakeConsul) wipe() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.services)
+}

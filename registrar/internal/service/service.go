@@ -1,0 +1,400 @@
+// Package service turns a container and the registrar's policy into the
+// Consul services it should have. It is pure: no Docker, no Consul, no
+// clock, so every rule of registrator's SERVICE_* contract is a table test.
+//
+// A bad key never fails the whole container when it can be avoided: the
+// key is rejected with an *Error naming container, key and value, and the
+// rest is still registered. Only errors that would make a registration
+// wrong (an unusable check, an unreachable address) drop that one service.
+package service
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/switchyard/switchyard/registrar/internal/container"
+)
+
+// Ownership meta keys: every registration carries them, and cleanup only
+// ever touches services whose MetaNode equals our node name.
+const (
+	MetaNode        = "registrar-node"
+	MetaContainerID = "container-id"
+	MetaFingerprint = "registrar-hash"
+)
+
+// Consul limits (agent/structs): meta keys [A-Za-z0-9_-], at most 128
+// bytes, values at most 512 bytes, 64 pairs, no "consul-" prefix.
+const (
+	maxMetaPairs    = 64
+	maxMetaKeyLen   = 128
+	maxMetaValueLen = 512
+	defaultInterval = 10 * time.Second
+)
+
+var (
+	metaKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	// Service names end up in DNS, proxy configs and URLs: keep to a DNS-ish
+	// alphabet (registrator's defaults, image base names, always fit).
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
+)
+
+// Policy is the registrar-wide part of the rules (the command-line flags).
+type Policy struct {
+	Node        string // node name: ownership meta and default IDs
+	HostIP      string // --ip: address for ports published on every address
+	DefaultIP   string // the host's outbound address, when HostIP is empty
+	Internal    bool   // --internal: container IP and container port
+	Explicit    bool   // --explicit: only containers that set a name
+	IPFromLabel string // --useIpFromLabel: label holding the address
+	// ForceTags is --tags, a Go template over the inspect data; nil for none.
+	ForceTags *template.Template
+}
+
+// Service is one registration the container should have.
+type Service struct {
+	ID          string
+	Name        string
+	Address     string
+	Port        int
+	Tags        []string
+	Meta        map[string]string
+	Check       *Check
+	ContainerID string
+}
+
+// Check is the single health check of a service (registrator allows one).
+type Check struct {
+	HTTP            string // full URL, for HTTP and HTTPS checks
+	Method          string
+	TLSSkipVerify   bool
+	TCP             string // host:port
+	GRPC            string // host:port[/service]
+	GRPCUseTLS      bool
+	Args            []string // script check, argv without a shell
+	TTL             time.Duration
+	Interval        time.Duration
+	Timeout         time.Duration
+	DeregisterAfter time.Duration
+	Status          string // initial status
+}
+
+// Registration is what the catalog holds for a service we own: enough to
+// decide whether it matches the desired Service.
+type Registration struct {
+	ID          string
+	ContainerID string
+	Fingerprint string
+}
+
+// Fingerprint is a stable digest of everything we register. It is stored in
+// the service meta, so that a pass compares one string instead of
+// re-reading checks, and re-registers only what changed.
+func (s Service) Fingerprint() string {
+	c := s
+	c.Meta = maps.Clone(s.Meta)
+	delete(c.Meta, MetaFingerprint)
+	b, _ := json.Marshal(c) // maps marshal with sorted keys: stable
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Error is a rejected piece of a container's configuration. It names the
+// container, the key (label, variable or flag) and the value.
+type Error struct {
+	Container   string
+	ContainerID string
+	Key         string
+	Value       string
+	Reason      string
+}
+
+func (e *Error) Error() string {
+	if e.Container == "" {
+		return fmt.Sprintf("%s=%q: %s", e.Key, e.Value, e.Reason)
+	}
+	return fmt.Sprintf("container %s: %s=%q: %s", e.Container, e.Key, e.Value, e.Reason)
+}
+
+// ParseForceTags compiles the --tags flag.
+func ParseForceTags(s string) (*template.Template, error) {
+	if s == "" {
+		return nil, nil
+	}
+	return template.New("tags").Option("missingkey=error").Parse(s)
+}
+
+// known are the keys that are not service meta.
+var known = map[string]bool{"name": true, "id": true, "tags": true, "ignore": true, "ip": true, "network": true}
+
+// FromContainer returns the services c should have under p, sorted by ID,
+// and every rejection met on the way. A container that is not running has
+// no services.
+func FromContainer(c container.Container, p Policy) ([]Service, []error) {
+	if !c.State.Running {
+		return nil, nil
+	}
+	b := builder{c: c, p: p}
+	md, errs := ParseMetadata(c.Env, c.Labels)
+	b.errs = errs
+
+	forced, err := b.forceTags()
+	if err != nil {
+		return nil, b.fail(&Error{Key: "--tags", Value: templateText(p.ForceTags), Reason: err.Error()})
+	}
+
+	ports := b.candidates()
+	group := len(ports) > 1
+	var out []Service
+	seen := map[string]int{}
+	for _, port := range ports {
+		s, ok := b.service(md, port, group, forced)
+		if !ok {
+			continue
+		}
+		if other, dup := seen[s.ID]; dup {
+			b.errs = append(b.errs, b.errf("SERVICE_ID", s.ID, fmt.Sprintf("port %d/%s has the same service ID as port %d; only the first is registered", port.Port, port.Proto, other)))
+			continue
+		}
+		seen[s.ID] = port.Port
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b Service) int { return strings.Compare(a.ID, b.ID) })
+	return out, uniqueErrors(b.errs)
+}
+
+// uniqueErrors drops repeats: a bad generic key is met once per port.
+func uniqueErrors(errs []error) []error {
+	seen := map[string]bool{}
+	out := errs[:0]
+	for _, err := range errs {
+		if msg := err.Error(); !seen[msg] {
+			seen[msg] = true
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+type builder struct {
+	c    container.Container
+	p    Policy
+	errs []error
+}
+
+func (b *builder) errf(key, value, reason string) *Error {
+	return &Error{Container: b.c.Name, ContainerID: b.c.ID, Key: key, Value: value, Reason: reason}
+}
+
+func (b *builder) fail(e *Error) []error {
+	e.Container, e.ContainerID = b.c.Name, b.c.ID
+	return append(b.errs, e)
+}
+
+// reject records a bad key of an entry.
+func (b *builder) reject(e entry, reason string) {
+	b.errs = append(b.errs, b.errf(e.Raw, e.Value, reason))
+}
+
+func (b *builder) forceTags() ([]string, error) {
+	if b.p.ForceTags == nil {
+		return nil, nil
+	}
+	var buf bytes.Buffer
+	if err := b.p.ForceTags.Execute(&buf, b.c.Inspect); err != nil {
+		return nil, err
+	}
+	return SplitTags(buf.String()), nil
+}
+
+func templateText(t *template.Template) string {
+	if t == nil || t.Tree == nil || t.Tree.Root == nil {
+		return ""
+	}
+	return t.Tree.Root.String()
+}
+
+// candidates are the ports that may become services. registrator's rule:
+// published ports; with -internal (or when sharing another container's or
+// the host's network stack) every exposed port.
+func (b *builder) candidates() []container.Port {
+	var out []container.Port
+	for _, port := range b.c.Ports {
+		if port.Published() || b.p.Internal || b.c.HostNetwork || b.sharedNS() {
+			out = append(out, port)
+		}
+	}
+	return out
+}
+
+// sharedNS reports a "container:<id>" network mode on a non-host target:
+// the container has no bindings of its own, only the target's IP.
+func (b *builder) sharedNS() bool {
+	return strings.HasPrefix(b.c.NetworkMode, "container:") && !b.c.HostNetwork
+}
+
+func (b *builder) service(md Metadata, port container.Port, group bool, forced []string) (Service, bool) {
+	m := md.For(port.Port, port.Proto)
+
+	if e, ok := m["ignore"]; ok {
+		v, valid := ParseBool(e.Value)
+		if !valid {
+			// registrator ignores on any non-empty value; keep that for
+			// spellings we do not know, but say so.
+			b.reject(e, "not a boolean; treated as true like registrator")
+			v = true
+		}
+		if v {
+			return Service{}, false
+		}
+	}
+	nameEntry, hasName := m["name"]
+	if b.p.Explicit && !hasName {
+		return Service{}, false
+	}
+
+	name := container.BaseImageName(b.c.Image)
+	if hasName {
+		name = strings.TrimSpace(nameEntry.Value)
+	}
+	if group && (!hasName || nameEntry.Level == levelGeneric) {
+		name += "-" + strconv.Itoa(port.Port)
+	}
+	if !nameRE.MatchString(name) {
+		key, value := "image", b.c.Image
+		if hasName {
+			key, value = nameEntry.Raw, nameEntry.Value
+		}
+		b.errs = append(b.errs, b.errf(key, value, fmt.Sprintf("service name %q: want letters, digits, '.', '_' or '-'", name)))
+		return Service{}, false
+	}
+
+	id := b.p.Node + ":" + b.c.Name + ":" + strconv.Itoa(port.Port)
+	if e, ok := m["id"]; ok && strings.TrimSpace(e.Value) != "" {
+		id = strings.TrimSpace(e.Value)
+		// A container-wide ID on several ports would collide.
+		if group && e.Level == levelGeneric {
+			id += ":" + strconv.Itoa(port.Port)
+		}
+	}
+	if port.Proto != "tcp" && port.Proto != "" {
+		id += ":" + port.Proto
+	}
+	if reason := badID(id); reason != "" {
+		key, value := "SERVICE_ID", id
+		if e, ok := m["id"]; ok {
+			key, value = e.Raw, e.Value
+		}
+		b.errs = append(b.errs, b.errf(key, value, reason))
+		return Service{}, false
+	}
+
+	addr, svcPort, ok := b.address(m, port)
+	if !ok {
+		return Service{}, false
+	}
+
+	s := Service{
+		ID:          id,
+		Name:        name,
+		Address:     addr,
+		Port:        svcPort,
+		ContainerID: b.c.ID,
+	}
+	if e, ok := m["tags"]; ok {
+		s.Tags = SplitTags(e.Value)
+	}
+	s.Tags = dedupe(append(s.Tags, forced...))
+	for _, t := range s.Tags {
+		if hasControl(t) {
+			b.errs = append(b.errs, b.errf("SERVICE_TAGS", t, "tag has control characters; dropped"))
+		}
+	}
+	s.Tags = slices.DeleteFunc(s.Tags, hasControl)
+	s.Meta = b.meta(m)
+
+	check, ok := b.check(m, addr, svcPort)
+	if !ok {
+		return Service{}, false
+	}
+	s.Check = check
+	return s, true
+}
+
+// badID explains why Consul could not take id in a URL path (the agent's
+// deregister endpoint puts it there unescaped), or returns "".
+func badID(id string) string {
+	switch {
+	case id == "":
+		return "empty service ID"
+	case len(id) > 512:
+		return "service ID longer than 512 bytes"
+	case strings.ContainsAny(id, "/?#% \t") || hasControl(id):
+		return "service ID must not contain '/', '?', '#', '%', spaces or control characters"
+	}
+	return ""
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+func dedupe(tags []string) []string {
+	seen := make(map[string]bool, len(tags))
+	out := tags[:0]
+	for _, t := range tags {
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// meta turns the keys that are neither known nor checks into service meta,
+// rejecting what Consul would refuse, so one bad key does not fail the
+// whole registration. Ownership keys are always ours.
+func (b *builder) meta(m map[string]entry) map[string]string {
+	meta := map[string]string{
+		MetaNode:        b.p.Node,
+		MetaContainerID: b.c.ID,
+	}
+	room := maxMetaPairs - len(meta) - 1 // one for the fingerprint
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		e := m[k]
+		if known[k] || strings.HasPrefix(k, "check_") {
+			continue
+		}
+		switch {
+		case k == MetaNode || k == MetaContainerID || k == MetaFingerprint:
+			b.reject(e, "meta key is reserved for registrar's ownership marks")
+		case !metaKeyRE.MatchString(k):
+			b.reject(e, fmt.Sprintf("meta key %q: Consul accepts only letters, digits, '_' and '-'", k))
+		case len(k) > maxMetaKeyLen:
+			b.reject(e, fmt.Sprintf("meta key longer than %d bytes", maxMetaKeyLen))
+		case strings.HasPrefix(k, "consul-"):
+			b.reject(e, "meta keys starting with consul- are reserved by Consul")
+		case len(e.Value) > maxMetaValueLen:
+			b.reject(e, fmt.Sprintf("meta value longer than %d bytes", maxMetaValueLen))
+		case room == 0:
+			b.reject(e, fmt.Sprintf("more than %d meta keys", maxMetaPairs))
+		default:
+			meta[k] = e.Value
+			room--
+		}
+	}
+	return meta
+}

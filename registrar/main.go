@@ -1,0 +1,291 @@
+// Command registrar keeps the local Consul agent's services equal to the
+// containers running on this Docker host. It is a drop-in successor to
+// gliderlabs/registrator: same flags, same SERVICE_* metadata, same
+// positional consul://host:port.
+//
+// This file is wiring only: flags to config, adapters to interfaces.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/switchyard/switchyard/registrar/internal/config"
+	"github.com/switchyard/switchyard/registrar/internal/consul"
+	"github.com/switchyard/switchyard/registrar/internal/docker"
+	"github.com/switchyard/switchyard/registrar/internal/hostaddr"
+	"github.com/switchyard/switchyard/registrar/internal/reconcile"
+	"github.com/switchyard/switchyard/registrar/internal/service"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newApp(os.Stderr, run).RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "registrar:", err)
+		os.Exit(1)
+	}
+}
+
+// runFunc is what the app does with a valid config; tests swap it.
+type runFunc func(ctx context.Context, cfg config.Config, stderr io.Writer) error
+
+func newApp(stderr io.Writer, runner runFunc) *cli.App {
+	return &cli.App{
+		Name:            "registrar",
+		Usage:           "register Docker containers as Consul services (a registrator successor)",
+		ArgsUsage:       "[consul://host:port | consul-tls://host:port | consul-unix:///path]",
+		Flags:           flags(),
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		// registrator users write flags after nothing but flags; keep Go's
+		// flag rules (both -flag and --flag) and no flag reordering.
+		Action: func(c *cli.Context) error {
+			cfg, err := configFrom(c)
+			if err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			if err := cfg.Validate(); err != nil {
+				return cli.Exit("invalid configuration:\n"+err.Error(), 2)
+			}
+			if err := runner(c.Context, cfg, stderr); err != nil {
+				return cli.Exit(err.Error(), 1)
+			}
+			return nil
+		},
+	}
+}
+
+func flags() []cli.Flag {
+	env := func(name string) []string { return []string{"REGISTRAR_" + name} }
+	return []cli.Flag{
+		// registrator's flags.
+		&cli.StringFlag{Name: "ip", EnvVars: env("IP"), Usage: "address to register for ports published on every address (default: the host's outbound address)"},
+		&cli.BoolFlag{Name: "internal", EnvVars: env("INTERNAL"), Usage: "register the container IP and container port (exposed ports, published or not)"},
+		&cli.BoolFlag{Name: "explicit", EnvVars: env("EXPLICIT"), Usage: "only register containers that set SERVICE_NAME or SERVICE_<port>_NAME"},
+		&cli.StringFlag{Name: "useIpFromLabel", Aliases: []string{"use-ip-from-label"}, EnvVars: env("USE_IP_FROM_LABEL"), Usage: "take the service address from this container label (a /cidr suffix is stripped)"},
+		&cli.StringFlag{Name: "tags", EnvVars: env("TAGS"), Usage: "comma-separated tags added to every service; a Go template over the container's inspect data"},
+		&cli.StringFlag{Name: "resync", Value: "60", EnvVars: env("RESYNC"), Usage: "full resync interval: seconds or a duration (0 disables)"},
+		&cli.StringFlag{Name: "deregister", Value: config.DeregisterAlways, EnvVars: env("DEREGISTER"), Usage: "services of a stopped container: always, on-success (keep after a non-zero exit not caused by a signal) or never"},
+		&cli.BoolFlag{Name: "cleanup", EnvVars: env("CLEANUP"), Usage: "accepted for compatibility: cleanup of owned services is always on"},
+		&cli.IntFlag{Name: "retry-attempts", Value: -1, EnvVars: env("RETRY_ATTEMPTS"), Usage: "start-up attempts to reach Docker and Consul (-1: forever); later failures are always retried"},
+		&cli.IntFlag{Name: "retry-interval", Value: 2000, EnvVars: env("RETRY_INTERVAL"), Usage: "milliseconds between start-up attempts"},
+		&cli.IntFlag{Name: "ttl", EnvVars: env("TTL"), Usage: "accepted for compatibility; no effect with Consul"},
+		&cli.IntFlag{Name: "ttl-refresh", EnvVars: env("TTL_REFRESH"), Usage: "accepted for compatibility; no effect with Consul"},
+		// Ours.
+		&cli.StringFlag{Name: "node-name", EnvVars: env("NODE_NAME"), Usage: "node name in service IDs and ownership meta (default: the Docker engine's name)"},
+		&cli.StringFlag{Name: "on-shutdown", Value: config.ShutdownKeep, EnvVars: env("ON_SHUTDOWN"), Usage: "on SIGTERM: keep the services (an upgrade must not blink) or deregister them"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"},
+		&cli.StringFlag{Name: "status-addr", EnvVars: env("STATUS_ADDR"), Usage: "serve /ready and /healthz on this host:port (off by default)"},
+		&cli.StringFlag{Name: "consul-addr", Value: config.DefaultConsulAddr, EnvVars: []string{"CONSUL_HTTP_ADDR"}, Usage: "Consul agent address; the positional consul:// URI wins"},
+		&cli.StringFlag{Name: "consul-token", EnvVars: []string{"CONSUL_HTTP_TOKEN"}, Usage: "Consul ACL token"},
+		&cli.StringFlag{Name: "consul-token-file", EnvVars: []string{"CONSUL_HTTP_TOKEN_FILE"}, Usage: "file holding the Consul ACL token"},
+		&cli.StringFlag{Name: "consul-cacert", EnvVars: []string{"CONSUL_CACERT"}, Usage: "CA certificate for consul-tls://"},
+		&cli.StringFlag{Name: "docker-host", EnvVars: []string{"DOCKER_HOST"}, Usage: "Docker endpoint (default: the local socket)"},
+	}
+}
+
+// configFrom reads flags and the positional backend URI.
+func configFrom(c *cli.Context) (config.Config, error) {
+	cfg := config.Config{
+		ConsulAddr:      c.String("consul-addr"),
+		ConsulToken:     c.String("consul-token"),
+		ConsulTokenFile: c.String("consul-token-file"),
+		ConsulCACert:    c.String("consul-cacert"),
+		DockerHost:      c.String("docker-host"),
+		NodeName:        c.String("node-name"),
+		HostIP:          c.String("ip"),
+		Internal:        c.Bool("internal"),
+		Explicit:        c.Bool("explicit"),
+		IPFromLabel:     c.String("useIpFromLabel"),
+		Tags:            c.String("tags"),
+		Deregister:      c.String("deregister"),
+		OnShutdown:      c.String("on-shutdown"),
+		RetryAttempts:   c.Int("retry-attempts"),
+		RetryInterval:   time.Duration(c.Int("retry-interval")) * time.Millisecond,
+		LogLevel:        c.String("log-level"),
+		LogFormat:       c.String("log-format"),
+		StatusAddr:      c.String("status-addr"),
+	}
+	if cfg.ConsulAddr == "" { // CONSUL_HTTP_ADDR set but empty
+		cfg.ConsulAddr = config.DefaultConsulAddr
+	}
+	resync, err := config.ParseResync(c.String("resync"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Resync = resync
+	switch c.NArg() {
+	case 0:
+	case 1:
+		addr, err := config.ParseBackendURI(c.Args().First())
+		if err != nil {
+			return cfg, err
+		}
+		cfg.ConsulAddr = addr
+	default:
+		return cfg, fmt.Errorf("one backend URI expected, got %q (flags go before the URI)", c.Args().Slice())
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		lv = slog.LevelDebug
+	case "warn", "warning":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// run wires the adapters and runs until ctx is done.
+func run(ctx context.Context, cfg config.Config, stderr io.Writer) error {
+	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+
+	src, err := docker.New(cfg.DockerHost, log)
+	if err != nil {
+		return err
+	}
+	node := cfg.NodeName
+	if node == "" {
+		err := startupRetry(ctx, log, cfg, "docker", func(ctx context.Context) (err error) {
+			node, err = src.NodeName(ctx)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := config.ValidateNodeName(node); err != nil {
+			return fmt.Errorf("docker engine name %q cannot be a node name (%w); set --node-name", node, err)
+		}
+	}
+
+	client, err := consul.NewClient(consul.Config{Address: cfg.ConsulAddr, Token: cfg.ConsulToken, TokenFile: cfg.ConsulTokenFile, CACert: cfg.ConsulCACert})
+	if err != nil {
+		return err
+	}
+	cat := consul.New(client, node)
+	if err := startupRetry(ctx, log, cfg, "consul", cat.Ping); err != nil {
+		return err
+	}
+
+	tags, err := service.ParseForceTags(cfg.Tags)
+	if err != nil {
+		return fmt.Errorf("--tags=%q: %w", cfg.Tags, err)
+	}
+	policy := service.Policy{
+		Node: node, HostIP: cfg.HostIP, Internal: cfg.Internal, Explicit: cfg.Explicit,
+		IPFromLabel: cfg.IPFromLabel, ForceTags: tags,
+	}
+	if cfg.HostIP == "" {
+		ip, err := hostaddr.Outbound()
+		if err != nil {
+			log.Warn("host address unknown: ports published on every address need --ip", "error", err)
+		}
+		policy.DefaultIP = ip
+	}
+	rec := reconcile.New(src, cat, reconcile.Options{
+		Policy: policy, Deregister: cfg.Deregister, Resync: cfg.Resync, Logger: log,
+	})
+	log.Info("registrar started", "node", node, "consul", cfg.ConsulAddr, "docker", src.Client().Endpoint(),
+		"ip", cfg.HostIP, "default_ip", policy.DefaultIP, "internal", cfg.Internal, "resync", cfg.Resync,
+		"deregister", cfg.Deregister, "on_shutdown", cfg.OnShutdown)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return rec.Run(gctx) })
+	if cfg.StatusAddr != "" {
+		g.Go(func() error { return serveStatus(gctx, cfg.StatusAddr, rec) })
+	}
+	err = g.Wait()
+
+	if cfg.OnShutdown == config.ShutdownDeregister {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if derr := rec.DeregisterAll(sctx); derr != nil {
+			log.Error("deregister on shutdown incomplete", "error", derr)
+			err = errors.Join(err, derr)
+		}
+	}
+	log.Info("registrar stopped")
+	return err
+}
+
+// startupRetry tries fn --retry-attempts times (-1: until ctx is done),
+// --retry-interval apart, as registrator does for its backend.
+func startupRetry(ctx context.Context, log *slog.Logger, cfg config.Config, what string, fn func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if cfg.RetryAttempts >= 0 && attempt > cfg.RetryAttempts {
+			return fmt.Errorf("%s not reachable after %d attempts: %w", what, attempt, err)
+		}
+		log.Warn("waiting for "+what, "attempt", attempt, "error", err, "retry_in", cfg.RetryInterval)
+		t := time.NewTimer(cfg.RetryInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// serveStatus answers /healthz (the process runs) and /ready (the last
+// reconcile succeeded) until ctx is done.
+func serveStatus(ctx context.Context, addr string, rec *reconcile.Reconciler) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !rec.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--status-addr=%s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-errc
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("status server: %w", err)
+	}
+}

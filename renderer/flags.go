@@ -1,0 +1,48 @@
+package main
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// flags is shared by the daemon and the once/plan subcommands, so every
+// flag works after the subcommand name too. Every flag has an env var.
+func flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "consul-addr", EnvVars: []string{"CONSUL_HTTP_ADDR"}, Usage: "Consul HTTP address, host:port (default 127.0.0.1:8500)"},
+		&cli.StringFlag{Name: "consul-token", EnvVars: []string{"CONSUL_HTTP_TOKEN"}, Usage: "Consul ACL token"},
+		&cli.StringFlag{Name: "consul-token-file", EnvVars: []string{"CONSUL_HTTP_TOKEN_FILE"}, Usage: "file holding the Consul ACL token"},
+		&cli.BoolFlag{Name: "consul-ssl", EnvVars: []string{"CONSUL_HTTP_SSL"}, Usage: "talk HTTPS to Consul"},
+		&cli.BoolFlag{Name: "consul-ssl-verify", EnvVars: []string{"CONSUL_HTTP_SSL_VERIFY"}, Value: true, Usage: "verify Consul's TLS certificate"},
+		&cli.StringFlag{Name: "consul-cacert", EnvVars: []string{"CONSUL_CACERT"}, Usage: "CA certificate for Consul TLS"},
+		&cli.StringFlag{Name: "consul-client-cert", EnvVars: []string{"CONSUL_CLIENT_CERT"}, Usage: "client certificate for Consul TLS"},
+		&cli.StringFlag{Name: "consul-client-key", EnvVars: []string{"CONSUL_CLIENT_KEY"}, Usage: "client key for Consul TLS"},
+		&cli.StringFlag{Name: "consul-tls-server-name", EnvVars: []string{"CONSUL_TLS_SERVER_NAME"}, Usage: "server name for Consul TLS"},
+		&cli.DurationFlag{Name: "consul-retry-max-backoff", EnvVars: []string{"RENDERER_CONSUL_RETRY_MAX_BACKOFF"}, Value: 10 * time.Second, Usage: "cap of the wait between Consul retries (retries never stop)"},
+
+		&cli.StringSliceFlag{Name: "template", Aliases: []string{"t"}, EnvVars: []string{"RENDERER_TEMPLATES"}, Usage: "SRC:DEST[:PROXY], repeatable (env: comma-separated); PROXY defaults to --proxy"},
+		&cli.StringFlag{Name: "config", EnvVars: []string{"RENDERER_CONFIG"}, Usage: "consul-template HCL config file (template, consul, wait, deduplicate stanzas)"},
+		&cli.StringFlag{Name: "proxy", EnvVars: []string{"RENDERER_PROXY"}, Value: "nginx", Usage: "nginx | haproxy | caddy | none: proxy of templates that name none"},
+		&cli.StringFlag{Name: "proxy-mode", EnvVars: []string{"RENDERER_PROXY_MODE"}, Value: "external", Usage: "external (signal a running proxy) | supervise (run it as our child)"},
+		&cli.StringFlag{Name: "nginx-bin", EnvVars: []string{"RENDERER_NGINX_BIN"}, Value: "nginx", Usage: "nginx binary"},
+		&cli.StringFlag{Name: "nginx-prefix", EnvVars: []string{"RENDERER_NGINX_PREFIX"}, Usage: "nginx prefix dir, -p (default: the destination's dir)"},
+		&cli.StringFlag{Name: "nginx-pid-file", EnvVars: []string{"RENDERER_NGINX_PID_FILE"}, Usage: "pid file of an external nginx (default: the config's pid directive)"},
+		&cli.StringFlag{Name: "haproxy-bin", EnvVars: []string{"RENDERER_HAPROXY_BIN"}, Value: "haproxy", Usage: "haproxy binary"},
+		&cli.StringFlag{Name: "haproxy-socket", EnvVars: []string{"RENDERER_HAPROXY_SOCKET"}, Usage: "HAProxy master CLI socket, -S (default: haproxy-master.sock next to the destination)"},
+		&cli.StringFlag{Name: "caddy-bin", EnvVars: []string{"RENDERER_CADDY_BIN"}, Value: "caddy", Usage: "caddy binary"},
+		&cli.StringFlag{Name: "caddy-admin", EnvVars: []string{"RENDERER_CADDY_ADMIN"}, Value: "127.0.0.1:2019", Usage: "Caddy admin API address"},
+		&cli.StringFlag{Name: "validate-cmd", EnvVars: []string{"RENDERER_VALIDATE_CMD"}, Usage: "validate with this shell command instead of the proxy; {{path}} = staged file"},
+
+		&cli.StringFlag{Name: "wait", EnvVars: []string{"RENDERER_WAIT"}, Value: "20ms:1s", Usage: "MIN:MAX reload debounce: reload MIN after the last change, at most MAX after the first"},
+		&cli.DurationFlag{Name: "min-reload-gap", EnvVars: []string{"RENDERER_MIN_RELOAD_GAP"}, Value: 250 * time.Millisecond, Usage: "minimum time between two reloads of a proxy"},
+		&cli.DurationFlag{Name: "command-timeout", EnvVars: []string{"RENDERER_COMMAND_TIMEOUT"}, Value: 10 * time.Second, Usage: "timeout of each validate command and of a reload to take"},
+		&cli.IntFlag{Name: "keep", EnvVars: []string{"RENDERER_KEEP"}, Value: 5, Usage: "good generations kept per template for rollback"},
+		&cli.Float64Flag{Name: "max-removal", EnvVars: []string{"RENDERER_MAX_REMOVAL"}, Value: 0.5, Usage: "stale guard: hold a render that removes more than this fraction of a proxy's backends"},
+		&cli.DurationFlag{Name: "hold-down", EnvVars: []string{"RENDERER_HOLD_DOWN"}, Value: 30 * time.Second, Usage: "stale guard: how long a suspicious render is held before it is applied"},
+		&cli.BoolFlag{Name: "allow-unsafe-functions", EnvVars: []string{"RENDERER_ALLOW_UNSAFE_FUNCTIONS"}, Usage: "allow the plugin and writeToFile template functions"},
+
+		&cli.StringFlag{Name: "log-level", EnvVars: []string{"RENDERER_LOG_LEVEL"}, Value: "info", Usage: "debug | info | warn | error"},
+		&cli.StringFlag{Name: "log-format", EnvVars: []string{"RENDERER_LOG_FORMAT"}, Value: "text", Usage: "text | json"},
+	}
+}

@@ -1,0 +1,222 @@
+// Package config turns the renderer's flags, environment and optional
+// consul-template HCL file into one typed Config, validates it, and builds
+// the consul-template library config from it. It is the only package that
+// knows consul-template's config: the rest of the renderer sees Config.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	ctconfig "github.com/hashicorp/consul-template/config"
+)
+
+// Proxy kinds.
+const (
+	ProxyNginx   = "nginx"
+	ProxyHAProxy = "haproxy"
+	ProxyCaddy   = "caddy"
+	ProxyNone    = "none"
+)
+
+// Proxy modes.
+const (
+	ModeExternal  = "external"
+	ModeSupervise = "supervise"
+)
+
+// Template is one --template SRC:DEST[:PROXY].
+type Template struct {
+	Source string
+	Dest   string
+	Proxy  string // nginx, haproxy, caddy or none
+
+	// Set only from an HCL template stanza.
+	LeftDelim, RightDelim string
+	Perms                 os.FileMode
+	ErrMissingKey         bool
+}
+
+// Config is everything the renderer needs.
+type Config struct {
+	Consul Consul
+
+	Templates []Template
+	Proxy     string // default proxy for templates without one
+	ProxyMode string
+
+	NginxBin, NginxPrefix, NginxPidFile string
+	HAProxyBin, HAProxySocket           string
+	CaddyBin, CaddyAdmin                string
+	ValidateCmd                         string // replaces the proxy's own check; {{path}} = staged file
+
+	WaitMin, WaitMax time.Duration // reload debounce
+	MinReloadGap     time.Duration
+	CommandTimeout   time.Duration
+	Keep             int // good generations kept per template
+
+	MaxRemoval float64 // stale guard: fraction of backends a render may drop at once
+	HoldDown   time.Duration
+
+	AllowUnsafeFunctions bool
+
+	// Warnings lists HCL settings we accepted but do not honour (command,
+	// exec): main logs them at start-up.
+	Warnings []string
+
+	// hcl is the operator's consul-template config file, if any: consul{},
+	// vault{}, deduplicate{}, max_stale and the like pass through from it.
+	hcl *ctconfig.Config
+}
+
+// Consul is how we reach Consul. Empty fields fall back to consul-template's
+// own environment handling (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...).
+type Consul struct {
+	Addr                              string
+	Token                             string
+	TokenFile                         string
+	CACert                            string
+	SSL                               bool
+	SSLVerify                         bool
+	ClientCert, ClientKey, ServerName string
+	// RetryMaxBackoff caps the backoff between Consul retries; retries
+	// never stop.
+	RetryMaxBackoff time.Duration
+}
+
+var proxies = []string{ProxyNginx, ProxyHAProxy, ProxyCaddy, ProxyNone}
+
+// ParseTemplate parses SRC:DEST[:PROXY]; PROXY defaults to def.
+func ParseTemplate(spec, def string) (Template, error) {
+	parts := strings.Split(spec, ":")
+	var t Template
+	switch len(parts) {
+	case 2:
+		t = Template{Source: parts[0], Dest: parts[1], Proxy: def}
+	case 3:
+		t = Template{Source: parts[0], Dest: parts[1], Proxy: parts[2]}
+	default:
+		return t, fmt.Errorf("--template %q: want SRC:DEST[:PROXY]", spec)
+	}
+	if t.Source == "" || t.Dest == "" {
+		return t, fmt.Errorf("--template %q: SRC and DEST must not be empty", spec)
+	}
+	if !slices.Contains(proxies, t.Proxy) {
+		return t, fmt.Errorf("--template %q: proxy %q is not one of %s", spec, t.Proxy, strings.Join(proxies, ", "))
+	}
+	return t, nil
+}
+
+// Validate checks the config and resolves paths. It fails with a message
+// naming the flag and the value at fault, before anything starts.
+func (c *Config) Validate() error {
+	var errs []error
+	if !slices.Contains(proxies, c.Proxy) {
+		errs = append(errs, fmt.Errorf("--proxy %q: want one of %s", c.Proxy, strings.Join(proxies, ", ")))
+	}
+	if c.ProxyMode != ModeExternal && c.ProxyMode != ModeSupervise {
+		errs = append(errs, fmt.Errorf("--proxy-mode %q: want external or supervise", c.ProxyMode))
+	}
+	if len(c.Templates) == 0 {
+		errs = append(errs, errors.New("--template: at least one SRC:DEST[:PROXY] is required"))
+	}
+	if c.WaitMin < 0 || c.WaitMax < c.WaitMin {
+		errs = append(errs, fmt.Errorf("--wait %s:%s: want 0 <= MIN <= MAX", c.WaitMin, c.WaitMax))
+	}
+	if c.MaxRemoval < 0 || c.MaxRemoval > 1 {
+		errs = append(errs, fmt.Errorf("--max-removal %v: want a fraction between 0 and 1", c.MaxRemoval))
+	}
+	dests := map[string]bool{}
+	used := map[string]bool{}
+	for i := range c.Templates {
+		t := &c.Templates[i]
+		src, err := filepath.Abs(t.Source)
+		if err == nil {
+			t.Source = src
+		}
+		if _, err := os.Stat(t.Source); err != nil {
+			errs = append(errs, fmt.Errorf("--template %s: source: %w", t.Source, err))
+		}
+		dst, err := filepath.Abs(t.Dest)
+		if err == nil {
+			t.Dest = dst
+		}
+		if dests[t.Dest] {
+			errs = append(errs, fmt.Errorf("--template %s:%s: destination used twice", t.Source, t.Dest))
+		}
+		dests[t.Dest] = true
+		used[t.Proxy] = true
+	}
+	if c.ProxyMode == ModeSupervise {
+		n := 0
+		for _, t := range c.Templates {
+			if t.Proxy != ProxyNone {
+				n++
+			}
+		}
+		if n > 1 {
+			errs = append(errs, errors.New("--proxy-mode supervise: only one template may name a proxy (the config the proxy runs)"))
+		}
+	}
+	if c.ValidateCmd == "" {
+		for _, b := range []struct{ proxy, flag, bin string }{
+			{ProxyNginx, "--nginx-bin", c.NginxBin},
+			{ProxyHAProxy, "--haproxy-bin", c.HAProxyBin},
+			{ProxyCaddy, "--caddy-bin", c.CaddyBin},
+		} {
+			if used[b.proxy] {
+				if _, err := LookBin(b.bin); err != nil {
+					errs = append(errs, fmt.Errorf("%s %q: %w", b.flag, b.bin, err))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LookBin finds a proxy binary on PATH, then in the sbin dirs Debian uses
+// and a non-root PATH lacks.
+func LookBin(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	if !strings.Contains(name, "/") {
+		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+			p := filepath.Join(dir, name)
+			if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+				return p, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%s not found", name)
+}
+
+// ParseWait parses MIN:MAX or a single duration (MAX = 4*MIN, as
+// consul-template does).
+func ParseWait(s string) (time.Duration, time.Duration, error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	lo, hi, two := strings.Cut(s, ":")
+	min, err := time.ParseDuration(lo)
+	if err != nil {
+		return 0, 0, fmt.Errorf("--wait %q: %w", s, err)
+	}
+	if !two {
+		return min, 4 * min, nil
+	}
+	max, err := time.ParseDuration(hi)
+	if err != nil {
+		return 0, 0, fmt.Errorf("--wait %q: %w", s, err)
+	}
+	if max < min {
+		return 0, 0, fmt.Errorf("--wait %q: MAX is below MIN", s)
+	}
+	return min, max, nil
+}

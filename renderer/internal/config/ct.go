@@ -1,0 +1,167 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"text/template"
+	"time"
+
+	ctconfig "github.com/hashicorp/consul-template/config"
+	"github.com/hashicorp/consul-template/renderer"
+)
+
+// DeniedFunctions are consul-template functions an operator template may not
+// call unless --allow-unsafe-functions: plugin runs any binary and
+// writeToFile writes anywhere, both with the renderer's privileges.
+var DeniedFunctions = []string{"plugin", "writeToFile"}
+
+// DefaultRetryMaxBackoff caps the wait between Consul retries. Retries never
+// stop: a daemon outlives any Consul outage.
+const DefaultRetryMaxBackoff = 10 * time.Second
+
+// LoadHCL reads a consul-template config file. Its template stanzas are
+// appended to c.Templates (proxy = def); wait{} becomes our reload
+// debounce unless --wait was given; command/exec stanzas are dropped with a
+// warning, because they would run after the live file was written and a
+// failure would stop the runner.
+func (c *Config) LoadHCL(path, def string, waitSet bool) error {
+	ct, err := ctconfig.FromFile(path)
+	if err != nil {
+		return fmt.Errorf("--config %s: %w", path, err)
+	}
+	if ct.Templates != nil {
+		for i, tc := range *ct.Templates {
+			if ctconfig.StringVal(tc.Contents) != "" {
+				return fmt.Errorf("--config %s: template #%d: inline contents are not supported, use source", path, i+1)
+			}
+			src, dst := ctconfig.StringVal(tc.Source), ctconfig.StringVal(tc.Destination)
+			if src == "" || dst == "" {
+				return fmt.Errorf("--config %s: template #%d: source and destination are required", path, i+1)
+			}
+			t := Template{
+				Source:        resolve(path, src),
+				Dest:          resolve(path, dst),
+				Proxy:         def,
+				LeftDelim:     ctconfig.StringVal(tc.LeftDelim),
+				RightDelim:    ctconfig.StringVal(tc.RightDelim),
+				Perms:         ctconfig.FileModeVal(tc.Perms),
+				ErrMissingKey: ctconfig.BoolVal(tc.ErrMissingKey),
+			}
+			if !tc.Command.Empty() || (tc.Exec != nil && !tc.Exec.Command.Empty()) {
+				c.Warnings = append(c.Warnings, fmt.Sprintf(
+					"template %s: command is ignored; the renderer validates and reloads %s itself", src, def))
+			}
+			if tc.Wait != nil && ctconfig.BoolVal(tc.Wait.Enabled) {
+				c.Warnings = append(c.Warnings, fmt.Sprintf(
+					"template %s: per-template wait is ignored; the global wait debounces reloads", src))
+			}
+			c.Templates = append(c.Templates, t)
+		}
+	}
+	if ct.Exec != nil && !ct.Exec.Command.Empty() {
+		c.Warnings = append(c.Warnings, "exec stanza is ignored; use --proxy-mode supervise to run the proxy")
+	}
+	if ct.Wait != nil && !waitSet && (ct.Wait.Min != nil || ct.Wait.Max != nil) {
+		c.WaitMin = ctconfig.TimeDurationVal(ct.Wait.Min)
+		c.WaitMax = ctconfig.TimeDurationVal(ct.Wait.Max)
+		if c.WaitMax < c.WaitMin {
+			c.WaitMax = 4 * c.WaitMin
+		}
+	}
+	ct.Templates = nil
+	ct.Exec = nil
+	ct.Wait = nil
+	c.hcl = ct
+	return nil
+}
+
+// resolve makes a relative path in the HCL file relative to the file's dir,
+// so the config works from any working directory.
+func resolve(file, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(file), p)
+}
+
+// ConsulTemplate builds the library config: our templates, our renderer,
+// and daemon defaults instead of consul-template's one-shot-CLI ones.
+// funcs are added to every template's function map.
+func (c *Config) ConsulTemplate(render renderer.Renderer, funcs template.FuncMap) *ctconfig.Config {
+	ct := ctconfig.DefaultConfig()
+	if c.hcl != nil {
+		ct = ct.Merge(c.hcl)
+	}
+
+	cc := ct.Consul
+	setStr := func(dst **string, v string) {
+		if v != "" {
+			*dst = ctconfig.String(v)
+		}
+	}
+	setStr(&cc.Address, c.Consul.Addr)
+	setStr(&cc.Token, c.Consul.Token)
+	setStr(&cc.TokenFile, c.Consul.TokenFile)
+	if c.Consul.SSL || c.Consul.CACert != "" || c.Consul.ClientCert != "" {
+		if cc.SSL == nil {
+			cc.SSL = ctconfig.DefaultSSLConfig()
+		}
+		cc.SSL.Enabled = ctconfig.Bool(true)
+		cc.SSL.Verify = ctconfig.Bool(c.Consul.SSLVerify)
+		setStr(&cc.SSL.CaCert, c.Consul.CACert)
+		setStr(&cc.SSL.Cert, c.Consul.ClientCert)
+		setStr(&cc.SSL.Key, c.Consul.ClientKey)
+		setStr(&cc.SSL.ServerName, c.Consul.ServerName)
+	}
+	// Unlimited attempts with a capped backoff: consul-template's default
+	// gives up after 12 attempts (~5 min) and the runner dies.
+	maxBackoff := c.Consul.RetryMaxBackoff
+	if maxBackoff <= 0 {
+		maxBackoff = DefaultRetryMaxBackoff
+	}
+	cc.Retry = &ctconfig.RetryConfig{
+		Enabled:    ctconfig.Bool(true),
+		Attempts:   ctconfig.Int(0),
+		Backoff:    ctconfig.TimeDuration(250 * time.Millisecond),
+		MaxBackoff: ctconfig.TimeDuration(maxBackoff),
+	}
+
+	// A template or validation error must not kill the runner.
+	ct.TemplateErrFatal = ctconfig.Bool(false)
+	// consul-template's wait only starts after every template rendered
+	// once; we debounce reloads after validation instead.
+	ct.Wait = &ctconfig.WaitConfig{Enabled: ctconfig.Bool(false)}
+	ct.Exec = ctconfig.DefaultExecConfig()
+	ct.RendererFunc = render
+
+	deny := DeniedFunctions
+	if c.AllowUnsafeFunctions {
+		deny = nil
+	}
+	tcs := make(ctconfig.TemplateConfigs, 0, len(c.Templates))
+	for _, t := range c.Templates {
+		tc := &ctconfig.TemplateConfig{
+			Source:           ctconfig.String(t.Source),
+			Destination:      ctconfig.String(t.Dest),
+			ErrFatal:         ctconfig.Bool(false),
+			ErrMissingKey:    ctconfig.Bool(t.ErrMissingKey),
+			CreateDestDirs:   ctconfig.Bool(true),
+			SandboxPath:      ctconfig.String(filepath.Dir(t.Source)),
+			FunctionDenylist: append([]string(nil), deny...),
+			ExtFuncMap:       funcs,
+		}
+		if t.LeftDelim != "" {
+			tc.LeftDelim = ctconfig.String(t.LeftDelim)
+		}
+		if t.RightDelim != "" {
+			tc.RightDelim = ctconfig.String(t.RightDelim)
+		}
+		if t.Perms != 0 {
+			tc.Perms = ctconfig.FileMode(t.Perms)
+		}
+		tcs = append(tcs, tc)
+	}
+	ct.Templates = &tcs
+	ct.Finalize()
+	return ct
+}

@@ -1,0 +1,113 @@
+// Package proxy drives the proxies the renderer feeds (nginx, HAProxy,
+// Caddy, or any validator command): it validates a staged config with the
+// proxy itself, reloads a running proxy, and verifies that the reload took,
+// because a reload command's exit status proves nothing (COMPAT.md §3).
+//
+// Each proxy works in one of two modes: external (signal a proxy someone
+// else runs) or supervised (run it as our child, started only after the
+// first complete render).
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// DefaultTimeout bounds every command we run against a proxy binary.
+const DefaultTimeout = 10 * time.Second
+
+// ValidationError is returned when the proxy rejects a config. Output is what
+// the proxy printed: it is logged and kept, because it is the only useful
+// explanation an operator gets.
+type ValidationError struct {
+	Proxy  string
+	Path   string
+	Output string
+	Err    error
+}
+
+func (e *ValidationError) Error() string {
+	out := strings.TrimSpace(e.Output)
+	if out == "" {
+		return fmt.Sprintf("%s rejected %s: %v", e.Proxy, e.Path, e.Err)
+	}
+	return fmt.Sprintf("%s rejected %s: %v: %s", e.Proxy, e.Path, e.Err, out)
+}
+
+func (e *ValidationError) Unwrap() error { return e.Err }
+
+// ReloadError says a reload did not take: the old config is still serving.
+type ReloadError struct {
+	Proxy  string
+	Output string // proxy output or error-log lines that explain it
+	Err    error
+}
+
+func (e *ReloadError) Error() string {
+	out := strings.TrimSpace(e.Output)
+	if out == "" {
+		return fmt.Sprintf("%s reload did not take: %v", e.Proxy, e.Err)
+	}
+	return fmt.Sprintf("%s reload did not take: %v: %s", e.Proxy, e.Err, out)
+}
+
+func (e *ReloadError) Unwrap() error { return e.Err }
+
+// ErrNotRunning is returned by Reload when there is no proxy to signal. It
+// has a NotRunning method, so callers recognise it without importing us.
+var ErrNotRunning error = notRunning{}
+
+type notRunning struct{}
+
+func (notRunning) Error() string    { return "proxy is not running" }
+func (notRunning) NotRunning() bool { return true }
+
+// run executes a command with a timeout and returns its combined output.
+// WaitDelay makes sure a child that forks a grandchild holding our pipes
+// cannot hang us past the timeout.
+func run(ctx context.Context, timeout time.Duration, bin string, args ...string) ([]byte, error) {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	cmd.WaitDelay = time.Second
+	err := Start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if ctx.Err() != nil && err != nil {
+		err = fmt.Errorf("%s timed out after %s: %w", bin, timeout, err)
+	}
+	return out.Bytes(), err
+}
+
+// pollUntil calls fn every 20ms until it reports done, fails, or ctx ends.
+func pollUntil(ctx context.Context, timeout time.Duration, fn func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		done, err := fn()
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,386 @@
+// Package supervise owns the consul-template runner and the proxies: it
+// runs the runner for the life of the daemon (rebuilding it if it ever
+// dies), starts a supervised proxy only after the first complete render,
+// and turns the pipeline's swaps into one debounced reload per batch,
+// verified, and rolled back when the reload did not take.
+package supervise
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul-template/manager"
+	"golang.org/x/sync/errgroup"
+)
+
+// Pipeline is what the supervisor needs from the write path.
+type Pipeline interface {
+	Notify() <-chan struct{}
+	TakeChanged() []string
+	Complete() bool
+	Attempted() bool
+	Rollback(proxy string, cause error) ([]string, error)
+}
+
+// Reloader is a proxy: started once after the first complete render,
+// reloaded after each batch of swaps, verified after each reload.
+type Reloader interface {
+	Name() string
+	Start(ctx context.Context) error
+	Reload(ctx context.Context) error
+	Verify(ctx context.Context) error
+	// Exited is closed when a supervised proxy exits; nil when the proxy
+	// is not our child.
+	Exited() <-chan struct{}
+	Stop(ctx context.Context) error
+}
+
+// Engine is the consul-template runner, behind an interface so the loop can
+// be tested with testing/synctest.
+type Engine interface {
+	Start() // blocks until Stop or a fatal error
+	Stop()
+	Fatal() <-chan error     // the runner is dead after a value here
+	ServerErr() <-chan error // Consul errors while it retries
+}
+
+// NewEngine adapts a consul-template runner.
+func NewEngine(r *manager.Runner) Engine { return ctEngine{r} }
+
+type ctEngine struct{ r *manager.Runner }
+
+func (e ctEngine) Start()                  { e.r.Start() }
+func (e ctEngine) Stop()                   { e.r.Stop() }
+func (e ctEngine) Fatal() <-chan error     { return e.r.ErrCh }
+func (e ctEngine) ServerErr() <-chan error { return e.r.ServerErrCh }
+
+// Errors of a once run, for exit codes.
+var (
+	ErrRejected     = errors.New("a rendered config was rejected")
+	ErrReloadFailed = errors.New("a reload did not take")
+)
+
+// Options configures a Supervisor.
+type Options struct {
+	Log       *slog.Logger
+	NewEngine func() (Engine, error)
+	Pipeline  Pipeline
+	Proxies   map[string]Reloader // by proxy key, as in pipeline.Target.Proxy
+
+	WaitMin, WaitMax time.Duration // reload debounce
+	MinReloadGap     time.Duration
+	RebuildBackoff   time.Duration // first wait before rebuilding a dead runner (default 1s)
+
+	// Once: stop after every template was rendered once, reload once if
+	// anything changed, and return (renderer once).
+	Once bool
+	// MaxProxyRestarts within a minute before Run gives up (default 3).
+	MaxProxyRestarts int
+}
+
+// Supervisor runs the renderer's main loop. State lives in Run's goroutine.
+type Supervisor struct {
+	o Options
+
+	reloads, failedReloads, rebuilds atomic.Int64
+}
+
+// New returns a Supervisor.
+func New(o Options) *Supervisor {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.RebuildBackoff <= 0 {
+		o.RebuildBackoff = time.Second
+	}
+	if o.MaxProxyRestarts <= 0 {
+		o.MaxProxyRestarts = 3
+	}
+	return &Supervisor{o: o}
+}
+
+// Stats are counters for tests and logs.
+type Stats struct{ Reloads, FailedReloads, Rebuilds int64 }
+
+// Stats returns the counters so far.
+func (s *Supervisor) Stats() Stats {
+	return Stats{s.reloads.Load(), s.failedReloads.Load(), s.rebuilds.Load()}
+}
+
+// runner is one generation of the engine and the goroutine that runs it.
+type runner struct {
+	eng  Engine
+	done chan struct{}
+}
+
+// Run runs until ctx ends (nil), or a supervised proxy cannot be kept
+// alive, or, in once mode, the single pass is done.
+func (s *Supervisor) Run(ctx context.Context) (err error) {
+	log := s.o.Log
+	var g errgroup.Group
+	var cur *runner
+	start := func() error {
+		eng, err := s.o.NewEngine()
+		if err != nil {
+			return fmt.Errorf("create consul-template runner: %w", err)
+		}
+		r := &runner{eng: eng, done: make(chan struct{})}
+		g.Go(func() error {
+			defer close(r.done)
+			eng.Start()
+			return nil
+		})
+		cur = r
+		return nil
+	}
+	// stopRunner stops the current runner and waits for its goroutine,
+	// draining its error channel, which it may be blocked sending on.
+	stopRunner := func() {
+		if cur == nil {
+			return
+		}
+		cur.eng.Stop()
+		for {
+			select {
+			case <-cur.done:
+				cur = nil
+				return
+			case <-cur.eng.Fatal():
+			}
+		}
+	}
+	if err := start(); err != nil {
+		return err
+	}
+
+	deb := newDebouncer(s.o.WaitMin, s.o.WaitMax, s.o.MinReloadGap)
+	rebuild := time.NewTimer(time.Hour)
+	rebuild.Stop()
+	restart := time.NewTimer(time.Hour)
+	restart.Stop()
+	defer func() {
+		deb.stop()
+		rebuild.Stop()
+		restart.Stop()
+		stopRunner()
+		_ = g.Wait()
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		for _, name := range s.names() {
+			if serr := s.o.Proxies[name].Stop(stopCtx); serr != nil {
+				log.Warn("proxy stop", "proxy", name, "err", serr)
+			}
+		}
+	}()
+
+	pending := map[string]bool{} // proxies with swapped files, not yet reloaded
+	ready := false               // every template rendered once: proxies may start
+	backoff := s.o.RebuildBackoff
+	var restarts []time.Time
+	var onceErr error
+
+	for {
+		var fatal, serverErr <-chan error
+		if cur != nil {
+			fatal, serverErr = cur.eng.Fatal(), cur.eng.ServerErr()
+		}
+		select {
+		case <-ctx.Done():
+			if s.o.Once {
+				return fmt.Errorf("not every template rendered: %w", context.Cause(ctx))
+			}
+			log.Info("stopping")
+			return nil
+
+		case err := <-fatal:
+			// The runner is dead. Rebuild it after a backoff: state lives
+			// on disk and in the pipeline, so the new runner renders the
+			// same bytes and nothing reloads needlessly.
+			log.Error("consul-template runner failed; rebuilding", "err", err, "in", backoff)
+			stopRunner()
+			s.rebuilds.Add(1)
+			rebuild.Reset(backoff)
+			backoff = min(backoff*2, time.Minute)
+
+		case <-rebuild.C:
+			if err := start(); err != nil {
+				log.Error("rebuild runner", "err", err)
+				rebuild.Reset(backoff)
+				backoff = min(backoff*2, time.Minute)
+			}
+
+		case err := <-serverErr:
+			log.Warn("consul error; retrying, last config keeps serving", "err", err)
+
+		case <-s.o.Pipeline.Notify():
+			for _, p := range s.o.Pipeline.TakeChanged() {
+				if _, ok := s.o.Proxies[p]; ok {
+					pending[p] = true
+				}
+			}
+			if !ready && s.o.Pipeline.Complete() {
+				ready = true
+				backoff = s.o.RebuildBackoff
+				log.Info("first complete render")
+				if !s.o.Once {
+					if err := s.startProxies(ctx, pending); err != nil {
+						return err
+					}
+				}
+			}
+			if s.o.Once && s.o.Pipeline.Attempted() {
+				stopRunner()
+				if len(pending) > 0 && ready {
+					if !s.reload(ctx, sortedKeys(pending)) {
+						onceErr = ErrReloadFailed
+					}
+				}
+				if !s.o.Pipeline.Complete() {
+					return ErrRejected
+				}
+				return onceErr
+			}
+			if ready && len(pending) > 0 {
+				deb.add(time.Now())
+			}
+
+		case <-deb.C():
+			deb.fired(time.Now())
+			names := sortedKeys(pending)
+			clear(pending)
+			s.reload(ctx, names)
+
+		case <-s.exited():
+			now := time.Now()
+			restarts = append(restarts, now)
+			for len(restarts) > 0 && now.Sub(restarts[0]) > time.Minute {
+				restarts = restarts[1:]
+			}
+			if len(restarts) > s.o.MaxProxyRestarts {
+				return fmt.Errorf("proxy exited %d times within a minute; giving up", len(restarts))
+			}
+			log.Error("supervised proxy exited; restarting", "restarts", len(restarts))
+			restart.Reset(time.Duration(len(restarts)) * time.Second)
+
+		case <-restart.C:
+			if err := s.startSupervised(ctx); err != nil {
+				log.Error("restart proxy", "err", err)
+				restarts = append(restarts, time.Now())
+				if len(restarts) > s.o.MaxProxyRestarts {
+					return fmt.Errorf("proxy cannot be kept alive: %w", err)
+				}
+				restart.Reset(time.Duration(len(restarts)) * time.Second)
+			}
+		}
+	}
+}
+
+// startProxies starts every proxy once, after the first complete render.
+// A supervised proxy then loads the live files: its pending reload is moot.
+func (s *Supervisor) startProxies(ctx context.Context, pending map[string]bool) error {
+	for _, name := range s.names() {
+		p := s.o.Proxies[name]
+		if err := p.Start(ctx); err != nil {
+			return fmt.Errorf("start proxy %s: %w", name, err)
+		}
+		if p.Exited() != nil {
+			delete(pending, name)
+		}
+	}
+	return nil
+}
+
+func (s *Supervisor) startSupervised(ctx context.Context) error {
+	for _, name := range s.names() {
+		p := s.o.Proxies[name]
+		if ch := p.Exited(); ch != nil {
+			select {
+			case <-ch:
+				if err := p.Start(ctx); err != nil {
+					return fmt.Errorf("proxy %s: %w", name, err)
+				}
+			default:
+			}
+		}
+	}
+	return nil
+}
+
+// exited returns the exit channel of a supervised proxy (at most one
+// proxy is supervised, config.Validate makes sure).
+func (s *Supervisor) exited() <-chan struct{} {
+	for _, name := range s.names() {
+		if ch := s.o.Proxies[name].Exited(); ch != nil {
+			return ch
+		}
+	}
+	return nil
+}
+
+// reload reloads each named proxy once and verifies it. A reload that did
+// not take is rolled back: previous generation restored, reloaded again.
+// It reports whether every reload took.
+func (s *Supervisor) reload(ctx context.Context, names []string) bool {
+	ok := true
+	for _, name := range names {
+		p := s.o.Proxies[name]
+		log := s.o.Log.With("proxy", name)
+		start := time.Now()
+		err := p.Reload(ctx)
+		if err == nil {
+			err = p.Verify(ctx)
+		}
+		if err == nil {
+			s.reloads.Add(1)
+			log.Info("proxy reloaded", "took", time.Since(start).Round(time.Millisecond))
+			continue
+		}
+		if isNotRunning(err) {
+			log.Warn("proxy not running; it will load the new config when it starts", "err", err)
+			continue
+		}
+		ok = false
+		s.failedReloads.Add(1)
+		log.Error("reload did not take", "err", err)
+		restored, rerr := s.o.Pipeline.Rollback(name, err)
+		if rerr != nil {
+			log.Error("rollback", "err", rerr)
+		}
+		if len(restored) == 0 {
+			continue
+		}
+		if err := p.Reload(ctx); err == nil {
+			err = p.Verify(ctx)
+			if err == nil {
+				log.Warn("rolled back and reloaded the previous good config", "files", restored)
+				continue
+			}
+		} else if !isNotRunning(err) {
+			log.Error("reload after rollback", "err", err)
+		}
+	}
+	return ok
+}
+
+func (s *Supervisor) names() []string { return sortedKeys(s.o.Proxies) }
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// isNotRunning recognises a Reloader's "nothing to reload" error: any
+// error in the chain with a NotRunning() bool method returning true.
+func isNotRunning(err error) bool {
+	var nr interface{ NotRunning() bool }
+	return errors.As(err, &nr) && nr.NotRunning()
+}
