@@ -8,6 +8,8 @@
 #                                           a pinned release, cached outside the
 #                                           repo under $SWITCHYARD_CACHE
 #   Docker Engine                           must answer; started if it does not
+#   consul-template (with --bench only)     its own binary, for the side-by-side
+#                                           renderer benchmark
 set -euo pipefail
 
 CONSUL_VERSION=${CONSUL_VERSION:-1.20.2}
@@ -85,6 +87,16 @@ build_consul() {
 	rm -rf "$work"
 }
 
+# consul-template's own binary is only for the renderer benchmark, which
+# measures us side by side with it; `setup.sh --bench` builds it.
+CONSUL_TEMPLATE_VERSION=${CONSUL_TEMPLATE_VERSION:-0.42.1}
+CONSUL_TEMPLATE_BIN="$CACHE/consul-template-$CONSUL_TEMPLATE_VERSION/consul-template"
+build_consul_template() {
+	[ -x "$CONSUL_TEMPLATE_BIN" ] && return 0
+	log "building consul-template v$CONSUL_TEMPLATE_VERSION (for the benchmark)"
+	GOBIN="$(dirname "$CONSUL_TEMPLATE_BIN")" CGO_ENABLED=0 go install "github.com/hashicorp/consul-template@v$CONSUL_TEMPLATE_VERSION"
+}
+
 docker_answers() { docker info >/dev/null 2>&1; }
 
 ensure_docker() {
@@ -108,12 +120,14 @@ main() {
 	stop_system_nginx
 	ensure_docker
 	build_consul
+	[ "${1:-}" = "--bench" ] && build_consul_template
 	mkdir -p "$CACHE"
 	cat >"$CACHE/env" <<ENV
 export SWITCHYARD_CONSUL=$CONSUL_BIN
 export SWITCHYARD_NGINX=$(command -v nginx)
 export SWITCHYARD_HAPROXY=$(command -v haproxy)
 export SWITCHYARD_CADDY=$(command -v caddy)
+export SWITCHYARD_CONSUL_TEMPLATE=$CONSUL_TEMPLATE_BIN
 ENV
 	log "consul:  $("$CONSUL_BIN" version | head -n1)"
 	log "nginx:   $(nginx -v 2>&1)"

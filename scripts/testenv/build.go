@@ -36,14 +36,15 @@ var binaries struct {
 // itself runs under it, and returns the binary's path.
 func BuildBinary(t testing.TB, pkg string) string {
 	t.Helper()
-	p, err := buildBinary(pkg)
+	p, err := Build(pkg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-func buildBinary(pkg string) (string, error) {
+// Build is BuildBinary for callers without a testing.TB (benchmarks).
+func Build(pkg string) (string, error) {
 	binaries.mu.Lock()
 	defer binaries.mu.Unlock()
 	if p, ok := binaries.built[pkg]; ok {

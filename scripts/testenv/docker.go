@@ -43,6 +43,10 @@ func DockerClient() (*docker.Client, error) {
 	if err := c.PingWithContext(ctx); err != nil {
 		return nil, fmt.Errorf("ping %s: %w", c.Endpoint(), err)
 	}
+	// go-dockerclient detects the server's API version lazily, without a
+	// lock, in the first StartContainer: do that once here, so tests may
+	// start containers from many goroutines (it fails: no such container).
+	_ = c.StartContainerWithContext("switchyard-prime-api-version", nil, ctx)
 	return c, nil
 }
 
