@@ -31,16 +31,18 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newApp(os.Stdout, os.Stderr).RunContext(ctx, os.Args); err != nil {
-		var ec cli.ExitCoder
-		if !errors.As(err, &ec) {
-			fmt.Fprintln(os.Stderr, "renderer:", err)
-			stop()
-			os.Exit(exitUsage)
-		}
-		stop()
-		cli.HandleExitCoder(err)
+	err := newApp(os.Stdout, os.Stderr).RunContext(ctx, os.Args)
+	stop()
+	if err == nil {
+		return
 	}
+	code := exitUsage // flag parsing errors
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		code = ec.ExitCode()
+	}
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(code)
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
@@ -50,6 +52,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Flags:     flags(),
+		// main decides how to exit; tests call RunContext and read the code.
+		ExitErrHandler: func(*cli.Context, error) {},
 		Action: func(c *cli.Context) error {
 			return run(c, modeDaemon)
 		},

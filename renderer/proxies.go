@@ -31,8 +31,22 @@ func newProxy(cfg *config.Config, t config.Template, log *slog.Logger) (supervis
 		}
 		r = &proxy.Nginx{Bin: bin, Prefix: prefix, Config: t.Dest, PidFile: cfg.NginxPidFile,
 			Timeout: cfg.CommandTimeout, Supervise: supervised, Log: log}
+	case config.ProxyHAProxy:
+		bin, err := config.LookBin(cfg.HAProxyBin)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--haproxy-bin %q: %w", cfg.HAProxyBin, err)
+		}
+		r = &proxy.HAProxy{Bin: bin, Config: t.Dest, Socket: cfg.HAProxySocket,
+			Timeout: cfg.CommandTimeout, Supervise: supervised, Log: log}
+	case config.ProxyCaddy:
+		bin, err := config.LookBin(cfg.CaddyBin)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--caddy-bin %q: %w", cfg.CaddyBin, err)
+		}
+		r = &proxy.Caddy{Bin: bin, Config: t.Dest, Admin: cfg.CaddyAdmin,
+			Timeout: cfg.CommandTimeout, Supervise: supervised, Log: log}
 	default:
-		return nil, nil, fmt.Errorf("--template %s: proxy %q is not supported yet", t.Source, t.Proxy)
+		return nil, nil, fmt.Errorf("--template %s: unknown proxy %q", t.Source, t.Proxy)
 	}
 	var v pipeline.Validator = r
 	if cfg.ValidateCmd != "" {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/hashicorp/consul-template/manager"
+	"github.com/hashicorp/consul/api"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
@@ -118,6 +119,9 @@ func run(c *cli.Context, m mode) error {
 				return cli.Exit("renderer: "+err.Error(), exitUsage)
 			}
 			tg.Proxy, tg.Validator = key, v
+			if t.Proxy == config.ProxyNginx || t.Proxy == config.ProxyHAProxy {
+				tg.Backends = pipeline.CountServers
+			}
 			if m != modePlan {
 				reloaders[key] = r
 			}
@@ -126,7 +130,8 @@ func run(c *cli.Context, m mode) error {
 		}
 		targets = append(targets, tg)
 	}
-	popts := pipeline.Options{Log: log, Timeout: cfg.CommandTimeout}
+	popts := pipeline.Options{Log: log, Timeout: cfg.CommandTimeout,
+		MaxRemoval: cfg.MaxRemoval, HoldDown: cfg.HoldDown, Leader: leaderCheck(cfg)}
 	if m == modePlan {
 		popts.Plan = c.App.Writer
 	}
@@ -185,6 +190,42 @@ func run(c *cli.Context, m mode) error {
 }
 
 var errDone = errors.New("done")
+
+// leaderCheck asks Consul whether it has a leader, for the stale guard: a
+// held render is never applied while the cluster is leaderless.
+func leaderCheck(cfg *config.Config) func(context.Context) error {
+	ac := api.DefaultConfig() // reads CONSUL_HTTP_ADDR, _TOKEN, TLS env
+	if cfg.Consul.Addr != "" {
+		ac.Address = cfg.Consul.Addr
+	}
+	if cfg.Consul.Token != "" {
+		ac.Token = cfg.Consul.Token
+	}
+	if cfg.Consul.TokenFile != "" {
+		ac.TokenFile = cfg.Consul.TokenFile
+	}
+	if cfg.Consul.CACert != "" {
+		ac.TLSConfig.CAFile = cfg.Consul.CACert
+	}
+	if cfg.Consul.SSL {
+		ac.Scheme = "https"
+		ac.TLSConfig.InsecureSkipVerify = !cfg.Consul.SSLVerify
+	}
+	client, err := api.NewClient(ac)
+	return func(ctx context.Context) error {
+		if err != nil {
+			return err
+		}
+		leader, err := client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		if leader == "" {
+			return errors.New("no leader")
+		}
+		return nil
+	}
+}
 
 // reapLoop collects orphaned zombies while the renderer is PID 1 in a
 // container: nothing else would.

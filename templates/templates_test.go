@@ -191,3 +191,26 @@ func TestNginxTemplateDefaultListen(t *testing.T) {
 		t.Errorf("default listen missing:\n%s", out)
 	}
 }
+
+func TestHAProxyTemplate(t *testing.T) {
+	haproxy := testenv.HAProxyBinary(t)
+	for _, s := range scenarios {
+		t.Run(s.name, func(t *testing.T) {
+			out := render(t, "haproxy.cfg.tmpl", s, []string{"SWITCHYARD_LISTEN=127.0.0.1:18080"})
+			golden(t, "haproxy-"+s.name+".cfg", out)
+			for _, line := range strings.Split(string(out), "\n") {
+				l := strings.TrimSpace(line)
+				if strings.HasPrefix(l, "include") || strings.HasPrefix(l, "return 200") || strings.HasPrefix(l, "backup") {
+					t.Errorf("injected directive: %q", line)
+				}
+			}
+			conf := filepath.Join(t.TempDir(), "haproxy.cfg")
+			if err := os.WriteFile(conf, out, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := exec.Command(haproxy, "-c", "-q", "-f", conf).CombinedOutput(); err != nil {
+				t.Fatalf("haproxy -c: %v\n%s", err, b)
+			}
+		})
+	}
+}

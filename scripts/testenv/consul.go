@@ -74,7 +74,7 @@ func StartConsul(t testing.TB) *Consul {
 func NewConsul(bin, dir, node string) (*Consul, error) {
 	var ports [4]int
 	for i := range ports {
-		p, err := freePort()
+		p, err := PickPort()
 		if err != nil {
 			return nil, err
 		}

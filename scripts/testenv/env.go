@@ -68,14 +68,15 @@ func WaitFor(timeout time.Duration, fn func() error) error {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	p, err := freePort()
+	p, err := PickPort()
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
 	return p
 }
 
-func freePort() (int, error) {
+// PickPort is FreePort for callers without a testing.TB (benchmarks).
+func PickPort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -35,6 +35,9 @@ type Target struct {
 	Proxy     string    // key of the proxy that loads Dest ("" = none)
 	Validator Validator // nil = accept anything
 	Keep      int       // good generations kept for rollback (0 = DefaultKeep)
+	// Backends counts the backends in a config, for the stale guard; nil
+	// turns the guard off for this target.
+	Backends func([]byte) int
 }
 
 // DefaultKeep is how many good generations are kept per destination.
@@ -46,6 +49,8 @@ type Status struct {
 	LastSwap  time.Time // last time the live file changed
 	LastError error     // last rejection, nil after an accepted render
 	Rejected  int       // rejections so far
+	Held      int       // renders held by the stale guard so far
+	HeldSince time.Time // zero unless a render is held now
 }
 
 // Pipeline holds the targets and their state. The runner calls Render from
@@ -66,6 +71,24 @@ type Pipeline struct {
 	rejected map[string][32]byte // dest -> hash of the last rejected bytes
 	changed  map[string]bool     // proxies whose files changed since TakeChanged
 	notify   chan struct{}
+
+	// Stale guard.
+	maxRemoval float64
+	holdDown   time.Duration
+	leader     func(context.Context) error
+	held       map[string]*held
+
+	// wmu serialises writes of the live files: the runner's renders and
+	// the supervisor's ApplyHeld.
+	wmu sync.Mutex
+}
+
+type held struct {
+	contents []byte
+	sum      [32]byte
+	perms    os.FileMode
+	since    time.Time
+	retryAt  time.Time
 }
 
 // Options configures a Pipeline.
@@ -73,6 +96,14 @@ type Options struct {
 	Log     *slog.Logger
 	Timeout time.Duration // validation timeout
 	Plan    io.Writer     // plan mode output
+
+	// MaxRemoval (0..1) and HoldDown configure the stale guard: a render
+	// that removes more than MaxRemoval of a target's backends, or all of
+	// them, is held for HoldDown and applied only if it is still the
+	// latest render then and Leader reports a Consul leader. 0 = off.
+	MaxRemoval float64
+	HoldDown   time.Duration
+	Leader     func(context.Context) error
 }
 
 // New returns a pipeline for targets. ctx bounds every validation command.
@@ -87,6 +118,11 @@ func New(ctx context.Context, opts Options, targets []Target) *Pipeline {
 		rejected: map[string][32]byte{},
 		changed:  map[string]bool{},
 		notify:   make(chan struct{}, 1),
+
+		maxRemoval: opts.MaxRemoval,
+		holdDown:   opts.HoldDown,
+		leader:     opts.Leader,
+		held:       map[string]*held{},
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -182,6 +218,12 @@ func (p *Pipeline) signal() {
 // counts a render, and we count a reload. Equal bytes are a no-op, or every
 // catalog change would become a reload.
 func (p *Pipeline) Render(in *renderer.RenderInput) (*renderer.RenderResult, error) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	return p.render(in, time.Now())
+}
+
+func (p *Pipeline) render(in *renderer.RenderInput, now time.Time) (*renderer.RenderResult, error) {
 	dest := filepath.Clean(in.Path)
 	t, ok := p.targets[dest]
 	if !ok {
@@ -195,6 +237,7 @@ func (p *Pipeline) Render(in *renderer.RenderInput) (*renderer.RenderResult, err
 		return nil, fmt.Errorf("read live %s: %w", dest, err)
 	}
 	if exists && bytes.Equal(live, in.Contents) {
+		p.unhold(dest)
 		p.accept(dest, false)
 		return &renderer.RenderResult{WouldRender: true, Contents: live}, nil
 	}
@@ -230,6 +273,11 @@ func (p *Pipeline) Render(in *renderer.RenderInput) (*renderer.RenderResult, err
 		log.Error("rendered config rejected; live file untouched", "proxy", t.Proxy, "err", err)
 		return nil, fmt.Errorf("template %s -> %s: %w", t.Template, dest, err)
 	}
+	if exists && p.plan == nil && t.Backends != nil && p.maxRemoval > 0 {
+		if hold := p.guard(t, live, in, sum, now); hold {
+			return &renderer.RenderResult{WouldRender: true, Contents: live}, nil
+		}
+	}
 	if p.plan != nil {
 		fmt.Fprintf(p.plan, "--- %s (live)\n+++ %s (rendered, valid)\n", dest, dest)
 		writeDiff(p.plan, live, in.Contents)
@@ -243,6 +291,103 @@ func (p *Pipeline) Render(in *renderer.RenderInput) (*renderer.RenderResult, err
 	log.Info("config swapped", "proxy", t.Proxy, "bytes", len(in.Contents), "validated_in", time.Since(start).Round(time.Millisecond))
 	p.accept(dest, true)
 	return &renderer.RenderResult{DidRender: true, WouldRender: true, Contents: in.Contents}, nil
+}
+
+// guard is the stale guard: it reports true when the render must be held
+// (the live file stays). Consul answering "no instances" during a leader
+// election or an agent restart is the most reported outage of
+// consul-template; a config that suddenly loses most backends waits
+// HoldDown and is applied only if Consul still says so then.
+func (p *Pipeline) guard(t *Target, live []byte, in *renderer.RenderInput, sum [32]byte, now time.Time) bool {
+	dest := filepath.Clean(t.Dest)
+	before, after := t.Backends(live), t.Backends(in.Contents)
+	removed := before - after
+	if before == 0 || removed <= 0 || (after > 0 && float64(removed)/float64(before) <= p.maxRemoval) {
+		p.unhold(dest)
+		return false
+	}
+	log := p.log.With("template", t.Template, "dest", t.Dest, "proxy", t.Proxy, "backends_before", before, "backends_after", after)
+	p.mu.Lock()
+	h := p.held[dest]
+	if h != nil && h.sum != sum {
+		// A newer suspicious render replaces the held one, but the hold
+		// keeps its start: a stream of changes must not hold forever.
+		h.contents, h.sum, h.perms = in.Contents, sum, in.Perms
+	}
+	if h == nil {
+		h = &held{contents: in.Contents, sum: sum, perms: in.Perms, since: now}
+		p.held[dest] = h
+		st := p.status[dest]
+		st.Held++
+		st.HeldSince = now
+		st.Accepted = true // the live file is a config that served: proxies may start on it
+		p.mu.Unlock()
+		log.Warn("stale guard: render removes too many backends; holding it", "hold_down", p.holdDown)
+		p.signal()
+		return true
+	}
+	p.mu.Unlock()
+	if now.Sub(h.since) < p.holdDown {
+		return true
+	}
+	if p.leader != nil {
+		if err := p.leader(p.ctx); err != nil {
+			p.mu.Lock()
+			h.retryAt = now.Add(5 * time.Second)
+			p.mu.Unlock()
+			log.Warn("stale guard: Consul has no leader; still holding", "err", err)
+			return true
+		}
+	}
+	log.Warn("stale guard: hold-down passed and Consul still says so; applying", "held_for", now.Sub(h.since).Round(time.Millisecond))
+	p.unhold(dest)
+	return false
+}
+
+func (p *Pipeline) unhold(dest string) {
+	p.mu.Lock()
+	delete(p.held, dest)
+	p.status[dest].HeldSince = time.Time{}
+	p.mu.Unlock()
+}
+
+// NextHold returns when ApplyHeld should run next, if a render is held.
+func (p *Pipeline) NextHold() (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var next time.Time
+	for _, h := range p.held {
+		at := h.since.Add(p.holdDown)
+		if h.retryAt.After(at) {
+			at = h.retryAt
+		}
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// ApplyHeld applies every held render whose hold-down has passed, if it is
+// still the latest render of its template (a newer render replaces or
+// clears the hold) and Consul has a leader.
+func (p *Pipeline) ApplyHeld() {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	now := time.Now()
+	p.mu.Lock()
+	due := map[string]*held{}
+	for d, h := range p.held {
+		if now.Sub(h.since) >= p.holdDown && !now.Before(h.retryAt) {
+			due[d] = h
+		}
+	}
+	p.mu.Unlock()
+	for d, h := range due {
+		if _, err := p.render(&renderer.RenderInput{Path: d, Contents: h.contents, Perms: h.perms}, now); err != nil {
+			p.log.Error("apply held render", "dest", d, "err", err)
+		}
+	}
 }
 
 func (p *Pipeline) validate(t *Target, staged string) error {

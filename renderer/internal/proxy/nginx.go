@@ -119,7 +119,7 @@ func (n *Nginx) Stop(ctx context.Context) error {
 	if n.child == nil {
 		return nil
 	}
-	err := n.child.stop(ctx, syscall.SIGQUIT, n.timeout())
+	err := n.child.stop(ctx, syscall.SIGQUIT, StopGrace)
 	n.child = nil
 	return err
 }

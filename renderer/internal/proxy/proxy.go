@@ -20,6 +20,10 @@ import (
 // DefaultTimeout bounds every command we run against a proxy binary.
 const DefaultTimeout = 10 * time.Second
 
+// StopGrace is how long a supervised proxy gets to finish its requests
+// when we stop it, before its process group is killed.
+var StopGrace = 15 * time.Second
+
 // ValidationError is returned when the proxy rejects a config. Output is what
 // the proxy printed: it is logged and kept, because it is the only useful
 // explanation an operator gets.

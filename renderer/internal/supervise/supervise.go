@@ -25,6 +25,10 @@ type Pipeline interface {
 	Complete() bool
 	Attempted() bool
 	Rollback(proxy string, cause error) ([]string, error)
+	// NextHold says when a render held by the stale guard is due;
+	// ApplyHeld applies the due ones.
+	NextHold() (time.Time, bool)
+	ApplyHeld()
 }
 
 // Reloader is a proxy: started once after the first complete render,
@@ -47,6 +51,10 @@ type Engine interface {
 	Stop()
 	Fatal() <-chan error     // the runner is dead after a value here
 	ServerErr() <-chan error // Consul errors while it retries
+	Events() <-chan struct{} // a template was executed (rendered or failed)
+	// TemplateErrors lists templates whose last execution failed before
+	// reaching the pipeline (a bad function call, a denied function).
+	TemplateErrors() []error
 }
 
 // NewEngine adapts a consul-template runner.
@@ -58,6 +66,21 @@ func (e ctEngine) Start()                  { e.r.Start() }
 func (e ctEngine) Stop()                   { e.r.Stop() }
 func (e ctEngine) Fatal() <-chan error     { return e.r.ErrCh }
 func (e ctEngine) ServerErr() <-chan error { return e.r.ServerErrCh }
+func (e ctEngine) Events() <-chan struct{} { return e.r.RenderEventCh() }
+
+func (e ctEngine) TemplateErrors() []error {
+	var errs []error
+	evs := e.r.RenderEvents()
+	for _, id := range sortedKeys(evs) {
+		ev := evs[id]
+		// Errors from our RendererFunc are the pipeline's business; only
+		// execution errors (no contents produced) are reported here.
+		if ev.Error != nil && ev.MissingDeps == nil {
+			errs = append(errs, ev.Error)
+		}
+	}
+	return errs
+}
 
 // Errors of a once run, for exit codes.
 var (
@@ -163,10 +186,20 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	rebuild.Stop()
 	restart := time.NewTimer(time.Hour)
 	restart.Stop()
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
+	armHold := func() {
+		if at, ok := s.o.Pipeline.NextHold(); ok {
+			hold.Reset(max(time.Until(at), 0))
+		} else {
+			hold.Stop()
+		}
+	}
 	defer func() {
 		deb.stop()
 		rebuild.Stop()
 		restart.Stop()
+		hold.Stop()
 		stopRunner()
 		_ = g.Wait()
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -186,8 +219,12 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 
 	for {
 		var fatal, serverErr <-chan error
+		var events <-chan struct{}
 		if cur != nil {
 			fatal, serverErr = cur.eng.Fatal(), cur.eng.ServerErr()
+			if s.o.Once {
+				events = cur.eng.Events()
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -217,7 +254,18 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		case err := <-serverErr:
 			log.Warn("consul error; retrying, last config keeps serving", "err", err)
 
+		case <-events:
+			// Once mode: a template that cannot even execute fails the run.
+			if errs := cur.eng.TemplateErrors(); len(errs) > 0 {
+				return fmt.Errorf("%w: %w", ErrRejected, errors.Join(errs...))
+			}
+
+		case <-hold.C:
+			s.o.Pipeline.ApplyHeld()
+			armHold()
+
 		case <-s.o.Pipeline.Notify():
+			armHold()
 			for _, p := range s.o.Pipeline.TakeChanged() {
 				if _, ok := s.o.Proxies[p]; ok {
 					pending[p] = true

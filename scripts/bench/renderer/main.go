@@ -46,6 +46,7 @@ func main() {
 
 type pipeline struct {
 	name   string
+	prefix string
 	listen string
 	conf   string
 	cmd    *exec.Cmd
@@ -100,11 +101,11 @@ func run(trials, burst int) error {
 		if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
 			return nil, err
 		}
-		port, err := freePort()
+		port, err := testenv.PickPort()
 		if err != nil {
 			return nil, err
 		}
-		p := &pipeline{name: name, listen: "127.0.0.1:" + strconv.Itoa(port), conf: filepath.Join(prefix, "nginx.conf"), log: filepath.Join(prefix, name+".log")}
+		p := &pipeline{name: name, prefix: prefix, listen: "127.0.0.1:" + strconv.Itoa(port), conf: filepath.Join(prefix, "nginx.conf"), log: filepath.Join(prefix, name+".log")}
 		args := mk(prefix, p.conf)
 		p.cmd = exec.Command(args[0], args[1:]...)
 		p.cmd.Env = append(os.Environ(), "SWITCHYARD_LISTEN="+p.listen, "CONSUL_HTTP_ADDR="+consul.Addr)
@@ -270,15 +271,6 @@ func probe(addr string) error {
 	return c.Close()
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func stop(p *pipeline) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
@@ -289,8 +281,14 @@ func stop(p *pipeline) {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 	}
-	// consul-template's exec child may outlive it: clear the whole group.
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	// consul-template puts its exec child in a process group of its own, so
+	// an nginx can outlive it: stop that master through its pid file too.
+	if b, err := os.ReadFile(filepath.Join(p.prefix, "nginx.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 func countLines(path, substr string) int {

@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// HAProxy validates, runs and reloads an HAProxy in master-worker mode
+// (-W) with a master CLI socket (-S). Reload sends "reload" to the master
+// CLI, which hands the listeners to the new worker without dropping a
+// connection; Verify reads "show proc" until a worker the master did not
+// have before is listed and the master's failed-reload count is unchanged.
+type HAProxy struct {
+	Bin       string
+	Config    string // the live config file (-f)
+	Socket    string // master CLI socket (-S); default haproxy-master.sock next to Config
+	Timeout   time.Duration
+	Supervise bool
+	Log       *slog.Logger
+
+	child      *child
+	before     map[int]bool
+	failedPrev int
+}
+
+// Name implements the reloader interface.
+func (h *HAProxy) Name() string { return "haproxy" }
+
+func (h *HAProxy) timeout() time.Duration {
+	if h.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return h.Timeout
+}
+
+func (h *HAProxy) socket() string {
+	if h.Socket != "" {
+		return h.Socket
+	}
+	return filepath.Join(filepath.Dir(h.Config), "haproxy-master.sock")
+}
+
+// Validate runs haproxy -c on a staged config (it does not bind ports).
+func (h *HAProxy) Validate(ctx context.Context, path string) error {
+	out, err := run(ctx, h.timeout(), h.Bin, "-c", "-q", "-f", path)
+	if err != nil {
+		return &ValidationError{Proxy: "haproxy", Path: path, Output: string(out), Err: err}
+	}
+	return nil
+}
+
+// Start runs HAProxy as our child in master-worker mode (supervise), or
+// checks that the master CLI answers (external).
+func (h *HAProxy) Start(ctx context.Context) error {
+	if !h.Supervise {
+		if _, err := h.showProc(ctx); err != nil {
+			h.Log.Warn("no running haproxy master to reload yet", "proxy", "haproxy", "err", err)
+		}
+		return nil
+	}
+	// SIGUSR1 is HAProxy's soft stop: workers finish their connections.
+	c, err := startChild(h.Log, "haproxy", syscall.SIGUSR1, h.Bin, "-W", "-S", h.socket()+",mode,600", "-f", h.Config)
+	if err != nil {
+		return err
+	}
+	h.child = c
+	err = pollUntil(ctx, h.timeout(), func() (bool, error) {
+		select {
+		case <-c.done:
+			return false, fmt.Errorf("haproxy exited at start: %v", c.err)
+		default:
+		}
+		p, err := h.showProc(ctx)
+		return err == nil && len(p.workers) > 0, nil
+	})
+	if err != nil {
+		_ = c.stop(ctx, syscall.SIGUSR1, h.timeout())
+		h.child = nil
+		return fmt.Errorf("start haproxy -f %s: %w", h.Config, err)
+	}
+	h.Log.Info("proxy started", "proxy", "haproxy", "pid", c.pid(), "config", h.Config)
+	return nil
+}
+
+// Exited is closed when a supervised HAProxy has exited; nil otherwise.
+func (h *HAProxy) Exited() <-chan struct{} {
+	if h.child == nil {
+		return nil
+	}
+	return h.child.done
+}
+
+// Stop soft-stops a supervised HAProxy.
+func (h *HAProxy) Stop(ctx context.Context) error {
+	if h.child == nil {
+		return nil
+	}
+	err := h.child.stop(ctx, syscall.SIGUSR1, StopGrace)
+	h.child = nil
+	return err
+}
+
+// Reload asks the master to reload through its CLI.
+func (h *HAProxy) Reload(ctx context.Context) error {
+	p, err := h.showProc(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotRunning, err)
+	}
+	h.before = p.workers
+	h.failedPrev = p.failed
+	// The master closes the CLI connection when it re-executes: no answer
+	// is expected, and none would prove anything.
+	if _, err := h.cli(ctx, "reload"); err != nil {
+		return fmt.Errorf("haproxy master CLI reload: %w", err)
+	}
+	return nil
+}
+
+// Verify waits for a new worker in "show proc"; a grown failed-reload
+// count means the new config did not load and the old worker still serves.
+func (h *HAProxy) Verify(ctx context.Context) error {
+	var last proc
+	err := pollUntil(ctx, h.timeout(), func() (bool, error) {
+		p, err := h.showProc(ctx)
+		if err != nil {
+			// The master is busy re-executing; ask again.
+			return false, nil
+		}
+		last = p
+		if p.failed > h.failedPrev {
+			return false, fmt.Errorf("master counts %d failed reloads (was %d)", p.failed, h.failedPrev)
+		}
+		for pid := range p.workers {
+			if !h.before[pid] {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return &ReloadError{Proxy: "haproxy", Output: last.raw, Err: err}
+	}
+	return nil
+}
+
+type proc struct {
+	workers map[int]bool // current (not old) workers
+	failed  int
+	raw     string
+}
+
+var failedRe = regexp.MustCompile(`\[failed:\s*(\d+)\]`)
+
+func (h *HAProxy) showProc(ctx context.Context) (proc, error) {
+	out, err := h.cli(ctx, "show proc")
+	if err != nil {
+		return proc{}, err
+	}
+	return parseShowProc(out), nil
+}
+
+// parseShowProc reads the master CLI's "show proc" table (HAProxy 2.6):
+// the master line carries "[failed: N]", workers follow "# workers", and
+// workers still finishing old connections follow "# old workers".
+func parseShowProc(out string) proc {
+	p := proc{workers: map[int]bool{}, raw: out}
+	section := ""
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") {
+			section = strings.TrimSpace(strings.TrimPrefix(line, "#"))
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		pid, err := strconv.Atoi(f[0])
+		if err != nil {
+			continue
+		}
+		switch {
+		case f[1] == "master":
+			if m := failedRe.FindStringSubmatch(line); m != nil {
+				p.failed, _ = strconv.Atoi(m[1])
+			}
+		case f[1] == "worker" && section == "workers":
+			p.workers[pid] = true
+		}
+	}
+	return p
+}
+
+// cli sends one command to the master socket and returns the answer.
+func (h *HAProxy) cli(ctx context.Context, cmd string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout())
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", h.socket())
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
+		return "", err
+	}
+	// Half-close: the master answers and closes once it has read the
+	// whole request.
+	if uc, ok := conn.(*net.UnixConn); ok {
+		_ = uc.CloseWrite()
+	}
+	b, err := io.ReadAll(conn)
+	return string(b), err
+}
