@@ -286,7 +286,17 @@ func stop(p *pipeline) {
 	// an nginx can outlive it: stop that master through its pid file too.
 	if b, err := os.ReadFile(filepath.Join(p.prefix, "nginx.pid")); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			// SIGTERM: the master stops its workers before it exits.
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			gone := func() error {
+				if syscall.Kill(pid, 0) == nil {
+					return errors.New("nginx still running")
+				}
+				return nil
+			}
+			if testenv.WaitFor(5*time.Second, gone) != nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	}
 }
