@@ -42,21 +42,20 @@ import (
 
 const benchLabel = "switchyard.bench"
 
-var logLevel string
-
 type bench struct {
-	ctx     context.Context
-	dir     string
-	run     string
-	node    string
-	docker  *docker.Client
-	image   string
-	consul  *testenv.Consul
-	regBin  string
-	reg     *exec.Cmd
-	regDone chan struct{}
-	regLog  *os.File
-	resync  time.Duration
+	ctx      context.Context
+	logLevel string // the registrar's --log-level
+	dir      string
+	run      string
+	node     string
+	docker   *docker.Client
+	image    string
+	consul   *testenv.Consul
+	regBin   string
+	reg      *exec.Cmd
+	regDone  chan struct{}
+	regLog   *os.File
+	resync   time.Duration
 
 	mu  sync.Mutex
 	ids []string // every container created, for cleanup
@@ -69,12 +68,12 @@ func main() {
 	chaosN := flag.Int("chaos", 100, "containers in the chaos burst")
 	parallel := flag.Int("parallel", 200, "concurrent docker starts (the burst is fully concurrent by default)")
 	only := flag.String("only", "", "run only these steps (comma list of burst,single,start-up,chaos)")
-	flag.StringVar(&logLevel, "log-level", "warn", "registrar's --log-level; its log is kept in "+os.TempDir()+"/switchyard-bench-registrar.log")
+	logLevel := flag.String("log-level", "warn", "registrar's --log-level; its log is kept in "+os.TempDir()+"/switchyard-bench-registrar.log")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	b, err := setup(ctx)
+	b, err := setup(ctx, *logLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -109,13 +108,13 @@ func main() {
 	}
 }
 
-func setup(ctx context.Context) (*bench, error) {
+func setup(ctx context.Context, logLevel string) (*bench, error) {
 	dir, err := os.MkdirTemp("", "switchyard-bench-")
 	if err != nil {
 		return nil, err
 	}
 	_ = os.Remove(filepath.Join(os.TempDir(), "switchyard-bench-registrar.log"))
-	b := &bench{ctx: ctx, dir: dir, run: testenv.RandomName("r")[2:], resync: 5 * time.Second}
+	b := &bench{ctx: ctx, logLevel: logLevel, dir: dir, run: testenv.RandomName("r")[2:], resync: 5 * time.Second}
 	b.node = "bench-" + b.run
 	b.docker, err = testenv.DockerClient()
 	if err != nil {
@@ -262,7 +261,7 @@ func (b *bench) startRegistrar() error {
 		return err
 	}
 	cmd := exec.Command(b.regBin, "-node-name", b.node, "-resync", strconv.Itoa(int(b.resync.Seconds())),
-		"-retry-interval", "100", "-log-level", logLevel, "consul://"+b.consul.Addr)
+		"-retry-interval", "100", "-log-level", b.logLevel, "consul://"+b.consul.Addr)
 	fmt.Fprintf(logf, "---- registrar started %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
