@@ -24,18 +24,13 @@ type Caddy struct {
 	Supervise bool
 	Log       *slog.Logger
 
-	child *child
+	supervised // Exited, Stop
 }
 
 // Name implements the reloader interface.
 func (c *Caddy) Name() string { return "caddy" }
 
-func (c *Caddy) timeout() time.Duration {
-	if c.Timeout <= 0 {
-		return DefaultTimeout
-	}
-	return c.Timeout
-}
+func (c *Caddy) timeout() time.Duration { return orDefault(c.Timeout) }
 
 func (c *Caddy) adapter(path string) []string {
 	if strings.HasSuffix(path, ".json") {
@@ -62,45 +57,12 @@ func (c *Caddy) Start(ctx context.Context) error {
 		}
 		return nil
 	}
-	args := append([]string{"run", "--config", c.Config}, c.adapter(c.Config)...)
-	ch, err := startChild(c.Log, "caddy", syscall.SIGINT, c.Bin, args...)
-	if err != nil {
-		return err
-	}
-	c.child = ch
-	err = pollUntil(ctx, c.timeout(), func() (bool, error) {
-		select {
-		case <-ch.done:
-			return false, fmt.Errorf("caddy exited at start: %v", ch.err)
-		default:
-		}
-		return c.Verify(ctx) == nil, nil
+	return c.startSupervised(ctx, c.Log, c.timeout(), childSpec{
+		proxy: "caddy", bin: c.Bin, config: c.Config, cfgFlag: "--config",
+		args:    append([]string{"run", "--config", c.Config}, c.adapter(c.Config)...),
+		stopSig: syscall.SIGINT, // graceful: Caddy drains its servers
+		up:      func(*child) bool { return c.Verify(ctx) == nil },
 	})
-	if err != nil {
-		_ = ch.stop(ctx, syscall.SIGINT, c.timeout())
-		c.child = nil
-		return fmt.Errorf("start caddy --config %s: %w", c.Config, err)
-	}
-	c.Log.Info("proxy started", "proxy", "caddy", "pid", ch.pid(), "config", c.Config)
-	return nil
-}
-
-// Exited is closed when a supervised caddy has exited; nil otherwise.
-func (c *Caddy) Exited() <-chan struct{} {
-	if c.child == nil {
-		return nil
-	}
-	return c.child.done
-}
-
-// Stop stops a supervised caddy gracefully (SIGINT).
-func (c *Caddy) Stop(ctx context.Context) error {
-	if c.child == nil {
-		return nil
-	}
-	err := c.child.stop(ctx, syscall.SIGINT, StopGrace)
-	c.child = nil
-	return err
 }
 
 // Reload loads the live config through the admin API. Caddy applies it

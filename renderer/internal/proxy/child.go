@@ -85,3 +85,68 @@ func (c *child) stop(ctx context.Context, sig syscall.Signal, grace time.Duratio
 	<-c.done
 	return fmt.Errorf("%s did not stop within %s: killed", c.cmd.Path, grace)
 }
+
+// supervised is the supervise-mode half every proxy shares: run the proxy
+// as our child, wait until it serves, report its exit, stop it gracefully.
+// A proxy embeds it and says, in a childSpec, only what is its own.
+type supervised struct {
+	child   *child
+	stopSig syscall.Signal
+}
+
+// childSpec says how to run one proxy as our child.
+type childSpec struct {
+	proxy   string         // "nginx", for logs and errors
+	bin     string         // binary
+	args    []string       // its arguments
+	config  string         // the live config, for logs and errors
+	cfgFlag string         // the flag that names it ("-c"), for errors
+	stopSig syscall.Signal // lets the proxy finish its requests and exit
+	up      func(c *child) bool
+}
+
+// startSupervised starts the proxy as our child and polls spec.up until it
+// serves. A child that exits or is not up within timeout is stopped.
+func (s *supervised) startSupervised(ctx context.Context, log *slog.Logger, timeout time.Duration, spec childSpec) error {
+	c, err := startChild(log, spec.proxy, spec.stopSig, spec.bin, spec.args...)
+	if err != nil {
+		return err
+	}
+	s.child, s.stopSig = c, spec.stopSig
+	err = pollUntil(ctx, timeout, func() (bool, error) {
+		select {
+		case <-c.done:
+			return false, fmt.Errorf("%s exited at start: %v", spec.proxy, c.err)
+		default:
+		}
+		return spec.up(c), nil
+	})
+	if err != nil {
+		_ = c.stop(ctx, spec.stopSig, timeout)
+		s.child = nil
+		return fmt.Errorf("start %s %s %s: %w", spec.proxy, spec.cfgFlag, spec.config, err)
+	}
+	log.Info("proxy started", "proxy", spec.proxy, "pid", c.pid(), "config", spec.config)
+	return nil
+}
+
+// Exited is closed when a supervised proxy has exited; nil when the proxy
+// is not our child.
+func (s *supervised) Exited() <-chan struct{} {
+	if s.child == nil {
+		return nil
+	}
+	return s.child.done
+}
+
+// Stop stops a supervised proxy with its graceful signal (workers finish
+// their requests), killing it after StopGrace. An external proxy is not
+// ours to stop.
+func (s *supervised) Stop(ctx context.Context) error {
+	if s.child == nil {
+		return nil
+	}
+	err := s.child.stop(ctx, s.stopSig, StopGrace)
+	s.child = nil
+	return err
+}

@@ -28,7 +28,7 @@ type HAProxy struct {
 	Supervise bool
 	Log       *slog.Logger
 
-	child      *child
+	supervised // Exited, Stop
 	before     map[int]bool
 	failedPrev int
 }
@@ -36,12 +36,7 @@ type HAProxy struct {
 // Name implements the reloader interface.
 func (h *HAProxy) Name() string { return "haproxy" }
 
-func (h *HAProxy) timeout() time.Duration {
-	if h.Timeout <= 0 {
-		return DefaultTimeout
-	}
-	return h.Timeout
-}
+func (h *HAProxy) timeout() time.Duration { return orDefault(h.Timeout) }
 
 func (h *HAProxy) socket() string {
 	if h.Socket != "" {
@@ -68,46 +63,15 @@ func (h *HAProxy) Start(ctx context.Context) error {
 		}
 		return nil
 	}
-	// SIGUSR1 is HAProxy's soft stop: workers finish their connections.
-	c, err := startChild(h.Log, "haproxy", syscall.SIGUSR1, h.Bin, "-W", "-S", h.socket()+",mode,600", "-f", h.Config)
-	if err != nil {
-		return err
-	}
-	h.child = c
-	err = pollUntil(ctx, h.timeout(), func() (bool, error) {
-		select {
-		case <-c.done:
-			return false, fmt.Errorf("haproxy exited at start: %v", c.err)
-		default:
-		}
-		p, err := h.showProc(ctx)
-		return err == nil && len(p.workers) > 0, nil
+	return h.startSupervised(ctx, h.Log, h.timeout(), childSpec{
+		proxy: "haproxy", bin: h.Bin, config: h.Config, cfgFlag: "-f",
+		args:    []string{"-W", "-S", h.socket() + ",mode,600", "-f", h.Config},
+		stopSig: syscall.SIGUSR1, // soft stop: workers finish their connections
+		up: func(*child) bool {
+			p, err := h.showProc(ctx)
+			return err == nil && len(p.workers) > 0
+		},
 	})
-	if err != nil {
-		_ = c.stop(ctx, syscall.SIGUSR1, h.timeout())
-		h.child = nil
-		return fmt.Errorf("start haproxy -f %s: %w", h.Config, err)
-	}
-	h.Log.Info("proxy started", "proxy", "haproxy", "pid", c.pid(), "config", h.Config)
-	return nil
-}
-
-// Exited is closed when a supervised HAProxy has exited; nil otherwise.
-func (h *HAProxy) Exited() <-chan struct{} {
-	if h.child == nil {
-		return nil
-	}
-	return h.child.done
-}
-
-// Stop soft-stops a supervised HAProxy.
-func (h *HAProxy) Stop(ctx context.Context) error {
-	if h.child == nil {
-		return nil
-	}
-	err := h.child.stop(ctx, syscall.SIGUSR1, StopGrace)
-	h.child = nil
-	return err
 }
 
 // Reload asks the master to reload through its CLI.
@@ -130,7 +94,7 @@ func (h *HAProxy) Reload(ctx context.Context) error {
 // count means the new config did not load and the old worker still serves.
 func (h *HAProxy) Verify(ctx context.Context) error {
 	var last proc
-	err := pollUntil(ctx, h.timeout(), func() (bool, error) {
+	return awaitReload(ctx, "haproxy", h.timeout(), func() (bool, error) {
 		p, err := h.showProc(ctx)
 		if err != nil {
 			// The master is busy re-executing; ask again.
@@ -140,17 +104,8 @@ func (h *HAProxy) Verify(ctx context.Context) error {
 		if p.failed > h.failedPrev {
 			return false, fmt.Errorf("master counts %d failed reloads (was %d)", p.failed, h.failedPrev)
 		}
-		for pid := range p.workers {
-			if !h.before[pid] {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		return &ReloadError{Proxy: "haproxy", Output: last.raw, Err: err}
-	}
-	return nil
+		return newGeneration(h.before, p.workers), nil
+	}, func() string { return last.raw })
 }
 
 type proc struct {

@@ -32,7 +32,7 @@ type Nginx struct {
 	Supervise bool          // run nginx as our child instead of signalling one
 	Log       *slog.Logger
 
-	child      *child
+	supervised // Exited, Stop
 	master     int
 	before     map[int]bool
 	errLog     string
@@ -42,12 +42,7 @@ type Nginx struct {
 // Name implements the reloader interface.
 func (n *Nginx) Name() string { return "nginx" }
 
-func (n *Nginx) timeout() time.Duration {
-	if n.Timeout <= 0 {
-		return DefaultTimeout
-	}
-	return n.Timeout
-}
+func (n *Nginx) timeout() time.Duration { return orDefault(n.Timeout) }
 
 // base is the argument list every nginx invocation shares. "-e stderr"
 // keeps nginx from opening its compiled-in /var/log error log before it has
@@ -81,47 +76,12 @@ func (n *Nginx) Start(ctx context.Context) error {
 		}
 		return nil
 	}
-	args := append(n.base(n.Config), "-g", "daemon off; master_process on;")
-	c, err := startChild(n.Log, "nginx", syscall.SIGQUIT, n.Bin, args...)
-	if err != nil {
-		return err
-	}
-	n.child = c
-	n.master = c.pid()
-	err = pollUntil(ctx, n.timeout(), func() (bool, error) {
-		select {
-		case <-c.done:
-			return false, fmt.Errorf("nginx exited at start: %v", c.err)
-		default:
-		}
-		return len(children(c.pid())) > 0, nil
+	return n.startSupervised(ctx, n.Log, n.timeout(), childSpec{
+		proxy: "nginx", bin: n.Bin, config: n.Config, cfgFlag: "-c",
+		args:    append(n.base(n.Config), "-g", "daemon off; master_process on;"),
+		stopSig: syscall.SIGQUIT, // workers finish their requests
+		up:      func(c *child) bool { return len(children(c.pid())) > 0 },
 	})
-	if err != nil {
-		_ = c.stop(ctx, syscall.SIGQUIT, n.timeout())
-		n.child = nil
-		return fmt.Errorf("start nginx -c %s: %w", n.Config, err)
-	}
-	n.Log.Info("proxy started", "proxy", "nginx", "pid", c.pid(), "config", n.Config)
-	return nil
-}
-
-// Exited is closed when a supervised nginx has exited; nil otherwise.
-func (n *Nginx) Exited() <-chan struct{} {
-	if n.child == nil {
-		return nil
-	}
-	return n.child.done
-}
-
-// Stop quits a supervised nginx gracefully (SIGQUIT lets workers finish
-// their requests). An external nginx is not ours to stop.
-func (n *Nginx) Stop(ctx context.Context) error {
-	if n.child == nil {
-		return nil
-	}
-	err := n.child.stop(ctx, syscall.SIGQUIT, StopGrace)
-	n.child = nil
-	return err
 }
 
 // Reload asks the master to load the live config. Verify tells whether it
@@ -145,21 +105,12 @@ func (n *Nginx) Reload(ctx context.Context) error {
 // reload. On timeout it returns a ReloadError with the error log lines the
 // reload produced.
 func (n *Nginx) Verify(ctx context.Context) error {
-	err := pollUntil(ctx, n.timeout(), func() (bool, error) {
+	return awaitReload(ctx, "nginx", n.timeout(), func() (bool, error) {
 		if !alive(n.master) {
 			return false, fmt.Errorf("nginx master %d is gone", n.master)
 		}
-		for pid := range children(n.master) {
-			if !n.before[pid] {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		return &ReloadError{Proxy: "nginx", Output: tailErrors(n.errLog, n.errLogSize), Err: err}
-	}
-	return nil
+		return newGeneration(n.before, children(n.master)), nil
+	}, func() string { return tailErrors(n.errLog, n.errLogSize) })
 }
 
 func (n *Nginx) masterPID() (int, error) {

@@ -20,6 +20,14 @@ import (
 // DefaultTimeout bounds every command we run against a proxy binary.
 const DefaultTimeout = 10 * time.Second
 
+// orDefault is a configured timeout, or DefaultTimeout when unset.
+func orDefault(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		return DefaultTimeout
+	}
+	return timeout
+}
+
 // StopGrace is how long a supervised proxy gets to finish its requests
 // when we stop it, before its process group is killed.
 var StopGrace = 15 * time.Second
@@ -74,9 +82,7 @@ func (notRunning) NotRunning() bool { return true }
 // WaitDelay makes sure a child that forks a grandchild holding our pipes
 // cannot hang us past the timeout.
 func run(ctx context.Context, timeout time.Duration, bin string, args ...string) ([]byte, error) {
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+	timeout = orDefault(timeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -94,13 +100,16 @@ func run(ctx context.Context, timeout time.Duration, bin string, args ...string)
 	return out.Bytes(), err
 }
 
-// pollUntil calls fn every 20ms until it reports done, fails, or ctx ends.
+// pollUntil calls fn until it reports done, fails, or ctx ends. The
+// interval starts at 1ms and doubles up to 20ms: a reload usually shows
+// within a few milliseconds, and the supervisor waits for the verdict, but
+// a slow proxy must not be read from /proc or its socket in a busy loop.
 func pollUntil(ctx context.Context, timeout time.Duration, fn func() (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	t := time.NewTicker(20 * time.Millisecond)
+	t := time.NewTimer(time.Hour) // reset before every wait
 	defer t.Stop()
-	for {
+	for interval := time.Millisecond; ; interval = min(2*interval, 20*time.Millisecond) {
 		done, err := fn()
 		if err != nil {
 			return err
@@ -108,10 +117,33 @@ func pollUntil(ctx context.Context, timeout time.Duration, fn func() (bool, erro
 		if done {
 			return nil
 		}
+		t.Reset(interval)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		}
 	}
+}
+
+// awaitReload is the shared half of every Verify: poll took until the new
+// config shows in the running proxy, and turn a failure or a timeout into
+// a ReloadError with what output (error-log lines, the master's process
+// table) says about it, read only then.
+func awaitReload(ctx context.Context, proxy string, timeout time.Duration, took func() (bool, error), output func() string) error {
+	if err := pollUntil(ctx, timeout, took); err != nil {
+		return &ReloadError{Proxy: proxy, Output: output(), Err: err}
+	}
+	return nil
+}
+
+// newGeneration reports whether now holds a process that before did not:
+// the proof nginx and HAProxy give that a reload took.
+func newGeneration(before, now map[int]bool) bool {
+	for pid := range now {
+		if !before[pid] {
+			return true
+		}
+	}
+	return false
 }

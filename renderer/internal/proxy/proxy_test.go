@@ -53,6 +53,14 @@ func holdPort(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// confIn returns a fresh dir, the path of file in it and a free address
+// for the proxy under test to listen on.
+func confIn(t *testing.T, file string) (dir, conf, addr string) {
+	t.Helper()
+	dir = t.TempDir()
+	return dir, filepath.Join(dir, file), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+}
+
 func write(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
@@ -74,52 +82,83 @@ http {
 `, listen, body, strings.Join(extra, "\n"))
 }
 
-func TestNginxSuperviseReloadVerify(t *testing.T) {
-	bin := testenv.NginxBinary(t)
-	prefix := t.TempDir()
-	conf := filepath.Join(prefix, "nginx.conf")
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	write(t, conf, nginxConf(addr, "A"))
-	n := &Nginx{Bin: bin, Prefix: prefix, Config: conf, Supervise: true, Timeout: 5 * time.Second, Log: slog.New(slog.DiscardHandler)}
+// supervisedProxy is what the supervise-mode tests drive, for every proxy.
+type supervisedProxy interface {
+	Validate(ctx context.Context, path string) error
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+	Reload(ctx context.Context) error
+	Verify(ctx context.Context) error
+}
+
+// startServing validates conf, starts p as our child (stopped at cleanup)
+// and waits until addr answers want.
+func startServing(t *testing.T, p supervisedProxy, conf, addr, want string) {
+	t.Helper()
 	ctx := context.Background()
+	if err := p.Validate(ctx, conf); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(ctx) })
+	testenv.Eventually(t, 5*time.Second, serves(addr, want))
+}
 
-	if err := n.Validate(ctx, conf); err != nil {
+// reloadServes writes config to conf, reloads and verifies p, and waits
+// until addr answers want.
+func reloadServes(t *testing.T, p supervisedProxy, conf, config, addr, want string) {
+	t.Helper()
+	ctx := context.Background()
+	write(t, conf, config)
+	if err := p.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Start(ctx); err != nil {
+	if err := p.Verify(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.Stop(ctx) })
-	testenv.Eventually(t, 5*time.Second, serves(addr, "A"))
+	testenv.Eventually(t, 5*time.Second, serves(addr, want))
+}
 
-	write(t, conf, nginxConf(addr, "B"))
-	if err := n.Reload(ctx); err != nil {
+// reloadFails writes config to conf, a config that passes validation but
+// cannot load (a port held by the test), and checks that Verify reports a
+// ReloadError while addr still answers the old want. It returns the error.
+func reloadFails(t *testing.T, p supervisedProxy, conf, config, addr, want string) *ReloadError {
+	t.Helper()
+	ctx := context.Background()
+	write(t, conf, config)
+	if err := p.Validate(ctx, conf); err != nil {
+		t.Fatalf("the busy-port config should pass validation: %v", err)
+	}
+	if err := p.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Verify(ctx); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 5*time.Second, serves(addr, "B"))
-
-	// Passes nginx -t, fails at reload: the port is taken.
-	busy := holdPort(t)
-	write(t, conf, nginxConf(addr, "C", "server { listen "+busy+"; return 200 \"busy\"; }"))
-	if err := n.Validate(ctx, conf); err != nil {
-		t.Fatalf("the busy-port config should pass -t: %v", err)
-	}
-	n.Timeout = time.Second
-	if err := n.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	err := n.Verify(ctx)
+	err := p.Verify(ctx)
 	var re *ReloadError
 	if !errors.As(err, &re) {
 		t.Fatalf("Verify = %v, want a ReloadError", err)
 	}
+	testenv.Eventually(t, 5*time.Second, serves(addr, want))
+	return re
+}
+
+func TestNginxSuperviseReloadVerify(t *testing.T) {
+	bin := testenv.NginxBinary(t)
+	prefix, conf, addr := confIn(t, "nginx.conf")
+	write(t, conf, nginxConf(addr, "A"))
+	n := &Nginx{Bin: bin, Prefix: prefix, Config: conf, Supervise: true, Timeout: 5 * time.Second, Log: slog.New(slog.DiscardHandler)}
+	ctx := context.Background()
+	startServing(t, n, conf, addr, "A")
+	reloadServes(t, n, conf, nginxConf(addr, "B"), addr, "B")
+
+	// Passes nginx -t, fails at reload: the port is taken.
+	busy := holdPort(t)
+	n.Timeout = time.Second
+	re := reloadFails(t, n, conf, nginxConf(addr, "C", "server { listen "+busy+"; return 200 \"busy\"; }"), addr, "B")
 	if !strings.Contains(re.Output, "bind") {
 		t.Errorf("error log lines missing the bind failure: %q", re.Output)
 	}
-	testenv.Eventually(t, 5*time.Second, serves(addr, "B"))
 
 	if err := n.Stop(ctx); err != nil {
 		t.Fatal(err)
@@ -171,45 +210,15 @@ frontend fe
 
 func TestHAProxySuperviseReloadVerify(t *testing.T) {
 	bin := testenv.HAProxyBinary(t)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "haproxy.cfg")
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	_, conf, addr := confIn(t, "haproxy.cfg")
 	write(t, conf, haproxyConf(addr, "A"))
 	h := &HAProxy{Bin: bin, Config: conf, Supervise: true, Timeout: 5 * time.Second, Log: slog.New(slog.DiscardHandler)}
-	ctx := context.Background()
-	if err := h.Validate(ctx, conf); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Stop(ctx) })
-	testenv.Eventually(t, 5*time.Second, serves(addr, "A"))
-
-	write(t, conf, haproxyConf(addr, "B"))
-	if err := h.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Verify(ctx); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 5*time.Second, serves(addr, "B"))
+	startServing(t, h, conf, addr, "A")
+	reloadServes(t, h, conf, haproxyConf(addr, "B"), addr, "B")
 
 	busy := holdPort(t)
-	write(t, conf, haproxyConf(addr, "C", "frontend busy\n    bind "+busy+"\n    http-request return status 200"))
-	if err := h.Validate(ctx, conf); err != nil {
-		t.Fatalf("the busy-port config should pass -c: %v", err)
-	}
 	h.Timeout = 2 * time.Second
-	if err := h.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	err := h.Verify(ctx)
-	var re *ReloadError
-	if !errors.As(err, &re) {
-		t.Fatalf("Verify = %v, want a ReloadError", err)
-	}
-	testenv.Eventually(t, 5*time.Second, serves(addr, "B"))
+	reloadFails(t, h, conf, haproxyConf(addr, "C", "frontend busy\n    bind "+busy+"\n    http-request return status 200"), addr, "B")
 }
 
 func TestParseShowProc(t *testing.T) {
@@ -240,35 +249,19 @@ func TestCommandValidator(t *testing.T) {
 
 func TestCaddySuperviseReload(t *testing.T) {
 	bin := testenv.CaddyBinary(t)
-	dir := t.TempDir()
+	dir, conf, addr := confIn(t, "Caddyfile")
 	t.Setenv("HOME", dir) // caddy keeps state under $HOME/.local/share
 	t.Setenv("XDG_DATA_HOME", dir)
 	t.Setenv("XDG_CONFIG_HOME", dir)
-	conf := filepath.Join(dir, "Caddyfile")
 	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cf := func(body string) string {
 		return fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n}\nhttp://%s {\n\trespond %q\n}\n", admin, addr, body)
 	}
 	write(t, conf, cf("A"))
 	c := &Caddy{Bin: bin, Config: conf, Admin: admin, Supervise: true, Timeout: 10 * time.Second, Log: slog.New(slog.DiscardHandler)}
 	ctx := context.Background()
-	if err := c.Validate(ctx, conf); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Stop(ctx) })
-	testenv.Eventually(t, 5*time.Second, serves(addr, "A"))
-	write(t, conf, cf("B"))
-	if err := c.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Verify(ctx); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 5*time.Second, serves(addr, "B"))
+	startServing(t, c, conf, addr, "A")
+	reloadServes(t, c, conf, cf("B"), addr, "B")
 
 	write(t, conf, "{\n\tadmin "+admin+"\n}\nhttp://"+addr+" {\n\tno_such_directive\n}\n")
 	var ve *ValidationError

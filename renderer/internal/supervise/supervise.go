@@ -51,7 +51,7 @@ type Engine interface {
 	Stop()
 	Fatal() <-chan error     // the runner is dead after a value here
 	ServerErr() <-chan error // Consul errors while it retries
-	Events() <-chan struct{} // a template was executed (rendered or failed)
+	Events() <-chan struct{} // the runner finished a pass that executed a template
 	// TemplateErrors lists templates whose last execution failed before
 	// reaching the pipeline (a bad function call, a denied function).
 	TemplateErrors() []error
@@ -221,10 +221,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		var fatal, serverErr <-chan error
 		var events <-chan struct{}
 		if cur != nil {
-			fatal, serverErr = cur.eng.Fatal(), cur.eng.ServerErr()
-			if s.o.Once {
-				events = cur.eng.Events()
-			}
+			fatal, serverErr, events = cur.eng.Fatal(), cur.eng.ServerErr(), cur.eng.Events()
 		}
 		select {
 		case <-ctx.Done():
@@ -255,9 +252,30 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 			log.Warn("consul error; retrying, last config keeps serving", "err", err)
 
 		case <-events:
-			// Once mode: a template that cannot even execute fails the run.
-			if errs := cur.eng.TemplateErrors(); len(errs) > 0 {
-				return fmt.Errorf("%w: %w", ErrRejected, errors.Join(errs...))
+			// The runner finished a pass over every template.
+			if s.o.Once {
+				// A template that cannot even execute fails the run.
+				if errs := cur.eng.TemplateErrors(); len(errs) > 0 {
+					return fmt.Errorf("%w: %w", ErrRejected, errors.Join(errs...))
+				}
+				continue
+			}
+			// Every swap of this pass happened before the event was sent:
+			// collect them, so a leading-edge batch reloads once for the
+			// whole pass (several templates, several proxies) and now.
+			now := time.Now()
+			var got bool
+			for _, p := range s.o.Pipeline.TakeChanged() {
+				if _, ok := s.o.Proxies[p]; ok {
+					pending[p] = true
+					got = true
+				}
+			}
+			if ready && len(pending) > 0 {
+				if got {
+					deb.add(now)
+				}
+				deb.flush(now)
 			}
 
 		case <-hold.C:
@@ -298,7 +316,11 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 			}
 
 		case <-deb.C():
-			deb.fired(time.Now())
+			now := time.Now()
+			// How long the batch waited: the debounce's share of the
+			// catalog-change-to-served latency.
+			log.Debug("reload due", "proxies", sortedKeys(pending), "batch_age", now.Sub(deb.first).Round(time.Millisecond))
+			deb.fired(now)
 			names := sortedKeys(pending)
 			clear(pending)
 			s.reload(ctx, names)

@@ -17,19 +17,20 @@ import (
 )
 
 type fakeEngine struct {
-	stop  chan struct{}
-	once  sync.Once
-	fatal chan error
+	stop   chan struct{}
+	once   sync.Once
+	fatal  chan error
+	events chan struct{} // a test sends here when its "pass" is over
 }
 
 func newFakeEngine() *fakeEngine {
-	return &fakeEngine{stop: make(chan struct{}), fatal: make(chan error)}
+	return &fakeEngine{stop: make(chan struct{}), fatal: make(chan error), events: make(chan struct{}, 1)}
 }
 func (e *fakeEngine) Start()                  { <-e.stop }
 func (e *fakeEngine) Stop()                   { e.once.Do(func() { close(e.stop) }) }
 func (e *fakeEngine) Fatal() <-chan error     { return e.fatal }
 func (e *fakeEngine) ServerErr() <-chan error { return nil }
-func (e *fakeEngine) Events() <-chan struct{} { return nil }
+func (e *fakeEngine) Events() <-chan struct{} { return e.events }
 func (e *fakeEngine) TemplateErrors() []error { return nil }
 
 type fakeProxy struct {
@@ -140,6 +141,44 @@ func TestNoStartBeforeFirstRenderThenOneReloadPerBatch(t *testing.T) {
 			t.Errorf("%d reloads for a burst of 100 changes, want 1..3", r)
 		}
 	})
+}
+
+func TestLeadingEdgeReloadsWhenThePassEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, false, 100*time.Millisecond, time.Second)
+		e := <-h.engines
+		h.render(t, "v0")
+		time.Sleep(time.Second)
+		if _, r := h.proxy.counts(); r != 1 {
+			t.Fatalf("after the first render: %d reloads, want 1", r)
+		}
+		// A change after a quiet period: reloaded as soon as the runner
+		// says its pass is over, without waiting for the 100ms debounce.
+		h.pass(t, e, "v1")
+		h.wantReloads(t, 2, "at the end of the pass")
+		// A change right after it is a burst: it waits for the debounce.
+		time.Sleep(10 * time.Millisecond)
+		h.pass(t, e, "v2")
+		h.wantReloads(t, 2, "10ms after a reload, at the end of the pass")
+		time.Sleep(100 * time.Millisecond)
+		h.wantReloads(t, 3, "after the debounce")
+	})
+}
+
+// pass renders s and ends the runner's pass, as consul-template does after
+// it executed every template.
+func (h *harness) pass(t *testing.T, e *fakeEngine, s string) {
+	t.Helper()
+	h.render(t, s)
+	e.events <- struct{}{}
+}
+
+func (h *harness) wantReloads(t *testing.T, want int, when string) {
+	t.Helper()
+	synctest.Wait()
+	if _, r := h.proxy.counts(); r != want {
+		t.Fatalf("%s: %d reloads, want %d", when, r, want)
+	}
 }
 
 func TestFailedReloadRollsBack(t *testing.T) {
