@@ -1,10 +1,12 @@
 package testenv
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -109,4 +111,75 @@ func (p *Process) WaitLog(t testing.TB, timeout time.Duration, substr string) {
 		}
 		return fmt.Errorf("%s has not logged %q yet", p.Name, substr)
 	})
+}
+
+// KillTree is a host dying: it freezes the process's group, then sends
+// SIGKILL to the process groups of its children (a supervised proxy runs in
+// a group of its own, which KillGroup does not reach) and to its own group,
+// and waits until none of those processes is left, so their ports are free
+// again. Only groups led by the process's own children are touched.
+func (p *Process) KillTree(t testing.TB) {
+	t.Helper()
+	pid := p.Cmd.Process.Pid
+	// SIGSTOP first: a stopped process forks no new child between the
+	// listing and the kill.
+	_ = syscall.Kill(-pid, syscall.SIGSTOP)
+	groups := map[int]bool{pid: true}
+	for _, c := range procTable() {
+		if c.ppid == pid && c.pgrp > 1 && c.pgrp != syscall.Getpgrp() {
+			groups[c.pgrp] = true
+		}
+	}
+	for g := range groups {
+		_ = syscall.Kill(-g, syscall.SIGKILL)
+	}
+	<-p.done
+	Eventually(t, 10*time.Second, func() error {
+		for _, c := range procTable() {
+			if groups[c.pgrp] && c.state != 'Z' {
+				return fmt.Errorf("pid %d (group %d) still alive after SIGKILL", c.pid, c.pgrp)
+			}
+		}
+		return nil
+	})
+}
+
+type procEntry struct {
+	pid, ppid, pgrp int
+	state           byte
+}
+
+// procTable reads /proc; processes that vanish while we read are skipped.
+func procTable() []procEntry {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []procEntry
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// The command name is in parentheses and may contain spaces.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := bytes.Fields(b[i+1:])
+		if len(f) < 3 || len(f[0]) == 0 {
+			continue
+		}
+		ppid, err1 := strconv.Atoi(string(f[1]))
+		pgrp, err2 := strconv.Atoi(string(f[2]))
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, procEntry{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0][0]})
+	}
+	return out
 }
