@@ -214,3 +214,35 @@ func TestHAProxyTemplate(t *testing.T) {
 		})
 	}
 }
+
+// TestExampleTemplates renders the operator examples in examples/templates
+// through every scenario, hostile names included, and runs the real nginx -t
+// on each result: an example that would break a proxy is a bug too.
+func TestExampleTemplates(t *testing.T) {
+	nginx := testenv.NginxBinary(t)
+	examples, err := filepath.Glob(filepath.Join("..", "examples", "templates", "nginx-*.tmpl"))
+	if err != nil || len(examples) == 0 {
+		t.Fatalf("no example templates found: %v", err)
+	}
+	for _, src := range examples {
+		for _, s := range scenarios {
+			t.Run(filepath.Base(src)+"/"+s.name, func(t *testing.T) {
+				out := render(t, src, s, []string{"SWITCHYARD_LISTEN=127.0.0.1:18080"})
+				for _, line := range strings.Split(string(out), "\n") {
+					l := strings.TrimSpace(line)
+					if strings.HasPrefix(l, "include") || strings.HasPrefix(l, "return 200") {
+						t.Errorf("injected directive: %q", line)
+					}
+				}
+				prefix := t.TempDir()
+				conf := filepath.Join(prefix, "nginx.conf")
+				if err := os.WriteFile(conf, out, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if b, err := exec.Command(nginx, "-t", "-q", "-e", "stderr", "-p", prefix+"/", "-c", conf).CombinedOutput(); err != nil {
+					t.Fatalf("nginx -t: %v\n%s\n%s", err, b, out)
+				}
+			})
+		}
+	}
+}

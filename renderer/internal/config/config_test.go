@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +62,48 @@ func TestConsulTemplateDaemonDefaults(t *testing.T) {
 	c.AllowUnsafeFunctions = true
 	if tc := (*c.ConsulTemplate(nil, nil).Templates)[0]; len(tc.FunctionDenylist) != 0 {
 		t.Errorf("deny list with --allow-unsafe-functions: %v", tc.FunctionDenylist)
+	}
+}
+
+// TestExampleHCL loads the operator config shipped in examples/, so the
+// example stays one the renderer accepts.
+func TestExampleHCL(t *testing.T) {
+	path := filepath.Join("..", "..", "..", "examples", "renderer", "consul-template.hcl")
+	c := &Config{}
+	if err := c.LoadHCL(path, "nginx", false); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Templates) != 1 {
+		t.Fatalf("want 1 template, got %d", len(c.Templates))
+	}
+	if _, err := os.Stat(c.Templates[0].Source); err != nil {
+		t.Errorf("template source does not resolve relative to the HCL file: %v", err)
+	}
+	if c.WaitMin != 100*time.Millisecond || c.WaitMax != time.Second {
+		t.Errorf("wait {} not taken: %v:%v", c.WaitMin, c.WaitMax)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "command is ignored") {
+		t.Errorf("want one warning about the ignored command, got %q", c.Warnings)
+	}
+	if *c.ConsulTemplate(nil, nil).Consul.Retry.Attempts != 0 {
+		t.Error("retries must never stop")
+	}
+
+	// The consul {} stanza of an operator's file is used when no
+	// --consul-addr is given (parsing only: nothing is dialled).
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other.hcl")
+	if err := os.WriteFile(other, []byte(strings.Replace(string(b), "127.0.0.1:8500", "consul.example:8500", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c = &Config{}
+	if err := c.LoadHCL(other, "nginx", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := *c.ConsulTemplate(nil, nil).Consul.Address; got != "consul.example:8500" {
+		t.Errorf("consul {} address not taken: %q", got)
 	}
 }
