@@ -20,6 +20,9 @@ import (
 	"github.com/switchyard/switchyard/scripts/testenv"
 )
 
+// holdDown is the renderer's stale-guard hold-down in these tests.
+const holdDown = 2 * time.Second
+
 // stack is one running pipeline: Consul, a registrar, a renderer
 // supervising nginx.
 type stack struct {
@@ -56,6 +59,9 @@ func startStack(t *testing.T) *stack {
 		"--template", filepath.Join(root, "templates", "nginx.conf.tmpl") + ":" + s.conf,
 		"--proxy", "nginx", "--proxy-mode", "supervise", "--nginx-prefix", prefix,
 		"--wait", "50ms:500ms",
+		// The stale guard holds a render that empties an upstream for the
+		// hold-down (default 30s); a short one keeps these tests quick.
+		"--hold-down", holdDown.String(),
 	}, "SWITCHYARD_LISTEN="+s.listen)
 	return s
 }
@@ -165,7 +171,11 @@ func TestLastInstanceGoneNginxAnswers503(t *testing.T) {
 		return err
 	})
 
+	// Removing the last instance empties the upstream: the stale guard holds
+	// that render for the hold-down (Consul might be mid-election), then
+	// applies it because Consul still says so.
 	stopContainer(t, ctr)
+	s.renderer.WaitLog(t, 20*time.Second, "stale guard")
 	testenv.Eventually(t, 20*time.Second, func() error {
 		code, body, err := s.get(host)
 		if err != nil {
