@@ -130,7 +130,8 @@ func TestDaemonNginxSupervised(t *testing.T) {
 	register(t, consul.Client, "web", "web-1", p1)
 
 	logs := daemon(t, "--consul-addr", consul.Addr, "--template", tmpl+":"+dest,
-		"--proxy-mode", "supervise", "--nginx-bin", nginx, "--wait", "10ms:200ms", "--min-reload-gap", "0s")
+		"--proxy-mode", "supervise", "--nginx-bin", nginx, "--wait", "10ms:200ms", "--min-reload-gap", "0s",
+		"--hold-down", "1s")
 
 	testenv.Eventually(t, 15*time.Second, expect(listen, "web.localhost", 200, "one"))
 	testenv.Eventually(t, 5*time.Second, expect(listen, "nothing.localhost", 503, "switchyard"))
@@ -168,8 +169,13 @@ func TestDaemonNginxSupervised(t *testing.T) {
 		if err := consul.Client.Agent().ServiceDeregister("api-1"); err != nil {
 			t.Fatal(err)
 		}
+		// It empties svc_api: the stale guard holds it for --hold-down,
+		// then applies it because Consul still says so.
 		testenv.Eventually(t, 10*time.Second, expect(listen, "api.localhost", 503, "switchyard"))
 		testenv.Eventually(t, 5*time.Second, expect(listen, "web.localhost", 200, "one"))
+		if logs.count("stale guard: render removes too many backends; holding it") < 1 {
+			t.Errorf("the render that empties svc_api was not held")
+		}
 	})
 }
 

@@ -119,8 +119,16 @@ func run(c *cli.Context, m mode) error {
 				return cli.Exit("renderer: "+err.Error(), exitUsage)
 			}
 			tg.Proxy, tg.Validator = key, v
-			if t.Proxy == config.ProxyNginx || t.Proxy == config.ProxyHAProxy {
-				tg.Backends = pipeline.CountServers
+			// The stale guard counts servers per upstream/backend block.
+			// Caddy has no guard: its upstreams live in reverse_proxy
+			// lines or JSON, shapes the shipped templates do not produce
+			// and a line counter would misread; a template with
+			// --validate-cmd (proxy none) has no known shape either.
+			switch t.Proxy {
+			case config.ProxyNginx:
+				tg.Backends = pipeline.NginxUpstreams
+			case config.ProxyHAProxy:
+				tg.Backends = pipeline.HAProxyBackends
 			}
 			if m != modePlan {
 				reloaders[key] = r

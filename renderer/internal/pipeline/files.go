@@ -7,21 +7,37 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
+
+// stagedPrefix is how staged files of dest begin; os.CreateTemp appends
+// decimal digits. sweep relies on both.
+func stagedPrefix(dest string) string {
+	return "." + filepath.Base(dest) + ".staged-"
+}
 
 // stage writes contents to a temp file in dest's dir (same filesystem, so
 // the later rename is atomic), fsyncs it and gives it the live file's mode.
-func stage(dest string, contents []byte, perms os.FileMode) (string, error) {
-	dir, base := filepath.Split(dest)
-	f, err := os.CreateTemp(dir, "."+base+".staged-*")
+//
+// The file stays open with an exclusive flock until release: the lock is
+// what tells sweep (in this or another renderer process, e.g. `renderer
+// once` next to the daemon) that the file is in flight, and the kernel
+// drops it when a kill -9 ends the owner, which is exactly when a staged
+// file becomes garbage.
+func stage(dest string, contents []byte, perms os.FileMode) (name string, release func(), err error) {
+	dir := filepath.Dir(dest)
+	f, err := os.CreateTemp(dir, stagedPrefix(dest)+"*")
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	name := f.Name()
-	fail := func(err error) (string, error) {
+	name = f.Name()
+	fail := func(err error) (string, func(), error) {
 		f.Close()
 		os.Remove(name)
-		return "", err
+		return "", nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fail(fmt.Errorf("lock staged file: %w", err))
 	}
 	if _, err := f.Write(contents); err != nil {
 		return fail(err)
@@ -38,11 +54,59 @@ func stage(dest string, contents []byte, perms os.FileMode) (string, error) {
 	if err := f.Chmod(perms); err != nil {
 		return fail(err)
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(name)
-		return "", err
+	// Sync above already reported write-back errors; closing only drops
+	// the lock.
+	return name, func() { f.Close() }, nil
+}
+
+// sweep removes the staged files of dest that a killed renderer left
+// behind: only names of our own pattern for this destination (prefix plus
+// CreateTemp's digits), only regular files, and only when nobody holds the
+// staging lock. A leftover that is also the newest generation (killed
+// after recording it, before the rename) was never live: that generation
+// goes too, so a rollback never restores a config that never served.
+func (p *Pipeline) sweep(dest string) {
+	ents, err := os.ReadDir(filepath.Dir(dest))
+	if err != nil {
+		return // no dir yet: nothing to sweep
 	}
-	return name, nil
+	prefix := stagedPrefix(dest)
+	var newest os.FileInfo
+	if gens, err := generations(dest); err == nil && len(gens) > 0 {
+		newest, _ = os.Lstat(genPath(dest, gens[len(gens)-1]))
+	}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok || rest == "" || strings.Trim(rest, "0123456789") != "" || !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(filepath.Dir(dest), e.Name())
+		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close() // in flight in a live process
+			continue
+		}
+		fi, _ := f.Stat()
+		if newest != nil && fi != nil && os.SameFile(fi, newest) {
+			if err := os.Remove(genPath(dest, generationOf(newest))); err == nil {
+				p.log.Warn("removed a generation that was recorded but never made live", "dest", dest, "generation", newest.Name())
+				newest = nil
+			}
+		}
+		err = os.Remove(path)
+		f.Close()
+		if err == nil {
+			p.log.Info("removed a staged file left by an interrupted render", "dest", dest, "file", e.Name())
+		}
+	}
+}
+
+func generationOf(fi os.FileInfo) int {
+	n, _ := strconv.Atoi(fi.Name())
+	return n
 }
 
 // genDir holds the good generations of dest, newest = highest number.
@@ -75,8 +139,13 @@ func genPath(dest string, n int) string {
 
 // swap makes staged the live file: record it as the newest generation (a
 // hard link, no copy), rename it over dest, fsync the dir so the rename
-// survives a crash, then prune old generations. A kill -9 at any point
-// leaves either the old or the new complete file live.
+// survives a crash. A kill -9 at any point leaves either the old or the
+// new complete file live.
+//
+// Old generations are pruned before the new one is recorded, so there are
+// never more than Keep, even for a moment or after a kill. A kill between
+// recording and the rename leaves a generation that was never live, next
+// to its staged file (same inode); sweep removes both at the next start.
 func (p *Pipeline) swap(t *Target, staged string, liveExists bool) error {
 	dest := filepath.Clean(t.Dest)
 	if err := os.MkdirAll(genDir(dest), 0o755); err != nil {
@@ -97,6 +166,9 @@ func (p *Pipeline) swap(t *Target, staged string, liveExists bool) error {
 		}
 		next++
 	}
+	if err := prune(dest, t.Keep-1); err != nil {
+		return err
+	}
 	if err := os.Link(staged, genPath(dest, next)); err != nil {
 		return fmt.Errorf("record generation: %w", err)
 	}
@@ -108,7 +180,7 @@ func (p *Pipeline) swap(t *Target, staged string, liveExists bool) error {
 		return err
 	}
 	_ = syncDir(genDir(dest))
-	return prune(dest, t.Keep)
+	return nil
 }
 
 func prune(dest string, keep int) error {
@@ -141,10 +213,11 @@ func restorePrevious(t *Target) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	staged, err := stage(dest, prev, 0)
+	staged, release, err := stage(dest, prev, 0)
 	if err != nil {
 		return false, err
 	}
+	defer release()
 	defer os.Remove(staged)
 	if err := os.Rename(staged, dest); err != nil {
 		return false, err

@@ -23,16 +23,6 @@ func servers(n int) string {
 	return b.String()
 }
 
-func TestCountServers(t *testing.T) {
-	if n := CountServers([]byte(servers(3))); n != 3 {
-		t.Errorf("nginx: %d, want 3", n)
-	}
-	hap := "backend svc_web\n    server s0 10.0.0.1:80 check\n    server s1 10.0.0.2:80 check\n    # server commented\n"
-	if n := CountServers([]byte(hap)); n != 2 {
-		t.Errorf("haproxy: %d, want 2", n)
-	}
-}
-
 func TestStaleGuardHoldsThenApplies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dest := filepath.Join(t.TempDir(), "nginx.conf")
@@ -40,7 +30,7 @@ func TestStaleGuardHoldsThenApplies(t *testing.T) {
 		p := New(context.Background(), Options{
 			MaxRemoval: 0.5, HoldDown: 30 * time.Second,
 			Leader: func(context.Context) error { return leaderErr },
-		}, []Target{{Template: "t", Dest: dest, Proxy: "nginx", Backends: CountServers}})
+		}, []Target{{Template: "t", Dest: dest, Proxy: "nginx", Backends: NginxUpstreams}})
 		in := func(s string) *renderer.RenderInput { return &renderer.RenderInput{Path: dest, Contents: []byte(s)} }
 
 		if _, err := p.Render(in(servers(4))); err != nil {
@@ -87,7 +77,7 @@ func TestStaleGuardHoldsThenApplies(t *testing.T) {
 func TestStaleGuardClearedByRecovery(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "nginx.conf")
 	p := New(context.Background(), Options{MaxRemoval: 0.5, HoldDown: time.Hour},
-		[]Target{{Template: "t", Dest: dest, Proxy: "nginx", Backends: CountServers}})
+		[]Target{{Template: "t", Dest: dest, Proxy: "nginx", Backends: NginxUpstreams}})
 	p.Render(&renderer.RenderInput{Path: dest, Contents: []byte(servers(4))})
 	p.Render(&renderer.RenderInput{Path: dest, Contents: []byte(servers(1))})
 	if _, ok := p.NextHold(); !ok {
@@ -104,7 +94,7 @@ func TestStaleGuardHoldIsNotResetByNewerRenders(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dest := filepath.Join(t.TempDir(), "nginx.conf")
 		p := New(context.Background(), Options{MaxRemoval: 0.5, HoldDown: 30 * time.Second},
-			[]Target{{Template: "t", Dest: dest, Proxy: "nginx", Backends: CountServers}})
+			[]Target{{Template: "t", Dest: dest, Proxy: "nginx", Backends: NginxUpstreams}})
 		p.Render(&renderer.RenderInput{Path: dest, Contents: []byte(servers(8))})
 		start := time.Now()
 		for i := range 3 {

@@ -35,9 +35,10 @@ type Target struct {
 	Proxy     string    // key of the proxy that loads Dest ("" = none)
 	Validator Validator // nil = accept anything
 	Keep      int       // good generations kept for rollback (0 = DefaultKeep)
-	// Backends counts the backends in a config, for the stale guard; nil
-	// turns the guard off for this target.
-	Backends func([]byte) int
+	// Backends measures a config for the stale guard: servers per
+	// upstream/backend block (NginxUpstreams, HAProxyBackends). nil turns
+	// the guard off for this target.
+	Backends func([]byte) Counts
 }
 
 // DefaultKeep is how many good generations are kept per destination.
@@ -98,9 +99,10 @@ type Options struct {
 	Plan    io.Writer     // plan mode output
 
 	// MaxRemoval (0..1) and HoldDown configure the stale guard: a render
-	// that removes more than MaxRemoval of a target's backends, or all of
-	// them, is held for HoldDown and applied only if it is still the
-	// latest render then and Leader reports a Consul leader. 0 = off.
+	// that removes more than MaxRemoval of a target's backends, or empties
+	// (or drops) a block that had backends, is held for HoldDown and
+	// applied only if it is still the latest render then and Leader
+	// reports a Consul leader. 0 = off.
 	MaxRemoval float64
 	HoldDown   time.Duration
 	Leader     func(context.Context) error
@@ -135,7 +137,22 @@ func New(ctx context.Context, opts Options, targets []Target) *Pipeline {
 		p.targets[filepath.Clean(t.Dest)] = &t
 		p.status[filepath.Clean(t.Dest)] = &Status{}
 	}
+	if p.plan == nil {
+		// Plan mode changes nothing, not even our own leftovers.
+		for _, d := range sortedKeys(p.targets) {
+			p.sweep(d)
+		}
+	}
 	return p
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Notify receives a value whenever the pipeline accepted or rejected a
@@ -261,11 +278,12 @@ func (p *Pipeline) render(in *renderer.RenderInput, now time.Time) (*renderer.Re
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return nil, fmt.Errorf("template %s: create dir of %s: %w", t.Template, dest, err)
 	}
-	staged, err := stage(dest, in.Contents, in.Perms)
+	staged, release, err := stage(dest, in.Contents, in.Perms)
 	if err != nil {
 		return nil, fmt.Errorf("template %s: stage %s: %w", t.Template, dest, err)
 	}
-	defer os.Remove(staged) // no-op after a successful rename
+	defer release()
+	defer os.Remove(staged) // no-op after a successful rename; runs before release
 
 	start := time.Now()
 	if err := p.validate(t, staged); err != nil {
@@ -296,17 +314,21 @@ func (p *Pipeline) render(in *renderer.RenderInput, now time.Time) (*renderer.Re
 // guard is the stale guard: it reports true when the render must be held
 // (the live file stays). Consul answering "no instances" during a leader
 // election or an agent restart is the most reported outage of
-// consul-template; a config that suddenly loses most backends waits
-// HoldDown and is applied only if Consul still says so then.
+// consul-template; a config that suddenly loses most backends, or all
+// backends of one upstream, waits HoldDown and is applied only if Consul
+// still says so then. The per-upstream rule matters because Consul comes
+// back service by service: a render can keep most servers of the file
+// while one service has none yet.
 func (p *Pipeline) guard(t *Target, live []byte, in *renderer.RenderInput, sum [32]byte, now time.Time) bool {
 	dest := filepath.Clean(t.Dest)
 	before, after := t.Backends(live), t.Backends(in.Contents)
-	removed := before - after
-	if before == 0 || removed <= 0 || (after > 0 && float64(removed)/float64(before) <= p.maxRemoval) {
+	hold, emptied := suspicious(before, after, p.maxRemoval)
+	if !hold {
 		p.unhold(dest)
 		return false
 	}
-	log := p.log.With("template", t.Template, "dest", t.Dest, "proxy", t.Proxy, "backends_before", before, "backends_after", after)
+	log := p.log.With("template", t.Template, "dest", t.Dest, "proxy", t.Proxy,
+		"backends_before", before.Total(), "backends_after", after.Total(), "emptied", emptied)
 	p.mu.Lock()
 	h := p.held[dest]
 	if h != nil && h.sum != sum {
