@@ -9,7 +9,6 @@ import (
 	"syscall"
 
 	"github.com/hashicorp/consul-template/manager"
-	"github.com/hashicorp/consul/api"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
@@ -107,6 +106,13 @@ func run(c *cli.Context, m mode) error {
 		defer cancel()
 	}
 
+	// One Consul probe, built from the runner's own client settings: the
+	// stale guard never applies a held render while Consul is leaderless,
+	// and the supervisor rebuilds the runner the moment Consul answers
+	// again after an outage (a wiped agent would otherwise hold the old
+	// watch indexes for a whole blocking-query wait).
+	consulUp := cfg.ConsulProbe()
+
 	// Proxies: one per template that names one, keyed "kind:dest".
 	reloaders := map[string]supervise.Reloader{}
 	var targets []pipeline.Target
@@ -139,7 +145,7 @@ func run(c *cli.Context, m mode) error {
 		targets = append(targets, tg)
 	}
 	popts := pipeline.Options{Log: log, Timeout: cfg.CommandTimeout,
-		MaxRemoval: cfg.MaxRemoval, HoldDown: cfg.HoldDown, Leader: leaderCheck(cfg)}
+		MaxRemoval: cfg.MaxRemoval, HoldDown: cfg.HoldDown, Leader: consulUp}
 	if m == modePlan {
 		popts.Plan = c.App.Writer
 	}
@@ -162,6 +168,7 @@ func run(c *cli.Context, m mode) error {
 	}
 
 	sup := supervise.New(supervise.Options{
+		ConsulUp:     consulUp,
 		Log:          log,
 		NewEngine:    newEngine,
 		Pipeline:     pipe,
@@ -198,42 +205,6 @@ func run(c *cli.Context, m mode) error {
 }
 
 var errDone = errors.New("done")
-
-// leaderCheck asks Consul whether it has a leader, for the stale guard: a
-// held render is never applied while the cluster is leaderless.
-func leaderCheck(cfg *config.Config) func(context.Context) error {
-	ac := api.DefaultConfig() // reads CONSUL_HTTP_ADDR, _TOKEN, TLS env
-	if cfg.Consul.Addr != "" {
-		ac.Address = cfg.Consul.Addr
-	}
-	if cfg.Consul.Token != "" {
-		ac.Token = cfg.Consul.Token
-	}
-	if cfg.Consul.TokenFile != "" {
-		ac.TokenFile = cfg.Consul.TokenFile
-	}
-	if cfg.Consul.CACert != "" {
-		ac.TLSConfig.CAFile = cfg.Consul.CACert
-	}
-	if cfg.Consul.SSL {
-		ac.Scheme = "https"
-		ac.TLSConfig.InsecureSkipVerify = !cfg.Consul.SSLVerify
-	}
-	client, err := api.NewClient(ac)
-	return func(ctx context.Context) error {
-		if err != nil {
-			return err
-		}
-		leader, err := client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
-		if err != nil {
-			return err
-		}
-		if leader == "" {
-			return errors.New("no leader")
-		}
-		return nil
-	}
-}
 
 // reapLoop collects orphaned zombies while the renderer is PID 1 in a
 // container: nothing else would.

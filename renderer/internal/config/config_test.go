@@ -1,9 +1,13 @@
 package config
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -105,5 +109,33 @@ func TestExampleHCL(t *testing.T) {
 	}
 	if got := *c.ConsulTemplate(nil, nil).Consul.Address; got != "consul.example:8500" {
 		t.Errorf("consul {} address not taken: %q", got)
+	}
+}
+
+// ConsulProbe reaches Consul with our flags (address, token) and wants a
+// leader: a Consul without one cannot answer the runner's watches either.
+func TestConsulProbe(t *testing.T) {
+	var leader atomic.Value
+	leader.Store(`"127.0.0.1:8300"`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/status/leader" || r.Header.Get("X-Consul-Token") != "s3cret" {
+			http.Error(w, "unexpected "+r.URL.Path, http.StatusForbidden)
+			return
+		}
+		io.WriteString(w, leader.Load().(string))
+	}))
+	defer srv.Close()
+	c := &Config{Consul: Consul{Addr: strings.TrimPrefix(srv.URL, "http://"), Token: "s3cret"}}
+	probe := c.ConsulProbe()
+	if err := probe(t.Context()); err != nil {
+		t.Fatalf("probe with a leader: %v", err)
+	}
+	leader.Store(`""`)
+	if err := probe(t.Context()); err == nil {
+		t.Error("probe without a leader: no error")
+	}
+	srv.Close()
+	if err := probe(t.Context()); err == nil {
+		t.Error("probe of a stopped Consul: no error")
 	}
 }

@@ -1,13 +1,17 @@
 package config
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"text/template"
 	"time"
 
 	ctconfig "github.com/hashicorp/consul-template/config"
+	dep "github.com/hashicorp/consul-template/dependency"
 	"github.com/hashicorp/consul-template/renderer"
+	"github.com/hashicorp/consul/api"
 )
 
 // DeniedFunctions are consul-template functions an operator template may not
@@ -75,24 +79,10 @@ func (c *Config) LoadHCL(path, def string, waitSet bool) error {
 	return nil
 }
 
-// resolve makes a relative path in the HCL file relative to the file's dir,
-// so the config works from any working directory.
-func resolve(file, p string) string {
-	if filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(filepath.Dir(file), p)
-}
-
-// ConsulTemplate builds the library config: our templates, our renderer,
-// and daemon defaults instead of consul-template's one-shot-CLI ones.
-// funcs are added to every template's function map.
-func (c *Config) ConsulTemplate(render renderer.Renderer, funcs template.FuncMap) *ctconfig.Config {
-	ct := ctconfig.DefaultConfig()
-	if c.hcl != nil {
-		ct = ct.Merge(c.hcl)
-	}
-
+// applyConsul sets how consul-template reaches Consul: our flags over the
+// HCL consul{} block over consul-template's env defaults, and retries that
+// never give up.
+func (c *Config) applyConsul(ct *ctconfig.Config) {
 	cc := ct.Consul
 	setStr := func(dst **string, v string) {
 		if v != "" {
@@ -125,6 +115,98 @@ func (c *Config) ConsulTemplate(render renderer.Renderer, funcs template.FuncMap
 		Backoff:    ctconfig.TimeDuration(250 * time.Millisecond),
 		MaxBackoff: ctconfig.TimeDuration(maxBackoff),
 	}
+}
+
+// ConsulProbe returns a cheap check that Consul answers and has a leader
+// (GET /v1/status/leader), made with exactly the client settings the
+// consul-template runner uses (flags, HCL consul{} block, env, TLS), so
+// "the probe answers" means "the runner's watches can answer too". The
+// supervisor polls it after Consul errors to rebuild the runner as soon as
+// Consul is back.
+func (c *Config) ConsulProbe() func(context.Context) error {
+	ct := ctconfig.DefaultConfig()
+	if c.hcl != nil {
+		ct = ct.Merge(c.hcl)
+	}
+	c.applyConsul(ct)
+	ct.Finalize()
+	client, err := consulClient(ct.Consul)
+	return func(ctx context.Context) error {
+		if err != nil {
+			return err
+		}
+		leader, err := client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("consul status/leader: %w", err)
+		}
+		if leader == "" {
+			return errors.New("consul has no leader")
+		}
+		return nil
+	}
+}
+
+// consulClient builds the Consul client the way consul-template's
+// manager.NewClientSet does (same fields), without its Vault and Nomad
+// clients, which a probe has no use for.
+func consulClient(cc *ctconfig.ConsulConfig) (*api.Client, error) {
+	cs := dep.NewClientSet()
+	if err := cs.CreateConsulClient(&dep.CreateConsulClientInput{
+		Address:                      ctconfig.StringVal(cc.Address),
+		Namespace:                    ctconfig.StringVal(cc.Namespace),
+		Token:                        ctconfig.StringVal(cc.Token),
+		TokenFile:                    ctconfig.StringVal(cc.TokenFile),
+		AuthEnabled:                  ctconfig.BoolVal(cc.Auth.Enabled),
+		AuthUsername:                 ctconfig.StringVal(cc.Auth.Username),
+		AuthPassword:                 ctconfig.StringVal(cc.Auth.Password),
+		SSLEnabled:                   ctconfig.BoolVal(cc.SSL.Enabled),
+		SSLVerify:                    ctconfig.BoolVal(cc.SSL.Verify),
+		SSLCert:                      ctconfig.StringVal(cc.SSL.Cert),
+		SSLKey:                       ctconfig.StringVal(cc.SSL.Key),
+		SSLCACert:                    ctconfig.StringVal(cc.SSL.CaCert),
+		SSLCAPath:                    ctconfig.StringVal(cc.SSL.CaPath),
+		ServerName:                   ctconfig.StringVal(cc.SSL.ServerName),
+		TransportDialKeepAlive:       ctconfig.TimeDurationVal(cc.Transport.DialKeepAlive),
+		TransportDialTimeout:         ctconfig.TimeDurationVal(cc.Transport.DialTimeout),
+		TransportDisableKeepAlives:   ctconfig.BoolVal(cc.Transport.DisableKeepAlives),
+		TransportIdleConnTimeout:     ctconfig.TimeDurationVal(cc.Transport.IdleConnTimeout),
+		TransportMaxIdleConns:        ctconfig.IntVal(cc.Transport.MaxIdleConns),
+		TransportMaxIdleConnsPerHost: ctconfig.IntVal(cc.Transport.MaxIdleConnsPerHost),
+		TransportMaxConnsPerHost:     ctconfig.IntVal(cc.Transport.MaxConnsPerHost),
+		TransportTLSHandshakeTimeout: ctconfig.TimeDurationVal(cc.Transport.TLSHandshakeTimeout),
+	}); err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	return cs.Consul(), nil
+}
+
+// resolve makes a relative path in the HCL file relative to the file's dir,
+// so the config works from any working directory.
+func resolve(file, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(file), p)
+}
+
+// ConsulTemplate builds the library config: our templates, our renderer,
+// and daemon defaults instead of consul-template's one-shot-CLI ones.
+// funcs are added to every template's function map.
+func (c *Config) ConsulTemplate(render renderer.Renderer, funcs template.FuncMap) *ctconfig.Config {
+	ct := ctconfig.DefaultConfig()
+	if c.hcl != nil {
+		ct = ct.Merge(c.hcl)
+	}
+	// block_query_wait stays at consul-template's 60 s (or the operator's
+	// HCL value). A lower default would bound how long a watch carrying a
+	// pre-restart index stays blind, but every idle watch would re-ask
+	// Consul that much more often (one request per service per wait, for
+	// the life of the daemon). The case that needs it, Consul back with
+	// its data wiped, always broke the watches' connections first; the
+	// supervisor then rebuilds the runner as soon as ConsulProbe answers,
+	// which restarts every watch at index 0 within seconds.
+
+	c.applyConsul(ct)
 
 	// A template or validation error must not kill the runner.
 	ct.TemplateErrFatal = ctconfig.Bool(false)

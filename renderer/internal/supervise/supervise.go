@@ -104,13 +104,49 @@ type Options struct {
 	Once bool
 	// MaxProxyRestarts within a minute before Run gives up (default 3).
 	MaxProxyRestarts int
+
+	// ConsulUp reports whether Consul answers (and has a leader), with the
+	// runner's own client settings (config.ConsulProbe). After the runner
+	// reported Consul errors, Run polls it and rebuilds the runner once
+	// Consul answers again (see the comment on probeFirst's const block).
+	// Nil: Run rebuilds the runner right at the first error, and the new
+	// runner's own retries find Consul.
+	ConsulUp func(context.Context) error
 }
+
+// Recovering from a Consul outage. consul-template's watches keep the
+// X-Consul-Index of their last answer across errors. A Consul that comes
+// back with its data wiped (agent restart, rebuilt cluster) has lower
+// indexes, and holds a query for a higher one for the whole block-query
+// wait (60 s) before it answers and the view resets to index 0: the
+// renderer would be blind for a minute. A rebuilt runner starts every watch
+// at index 0, which Consul answers at once; unchanged output is a no-op in
+// the pipeline and an emptied catalog is held by its stale guard, so a
+// rebuild is safe, just not free (every watch fetches again). Hence: only
+// after errors, only a runner that has had data (a runner that never
+// rendered is at index 0 already), and never more often than outageGap,
+// which doubles while errors keep coming back (a query Consul always
+// refuses, an ACL denial, must not rebuild in a loop) and resets after a
+// quiet minute.
+//
+// An index going backwards without any error is not watched for: it would
+// take queries of our own on every watched endpoint, and X-Consul-Index
+// legitimately moves back a little between servers with stale reads, so it
+// would rebuild on noise. A wiped Consul breaks the watches' connections
+// (or answers 5xx while leaderless) before it is back, which is this path.
+const (
+	probeFirst   = 250 * time.Millisecond // first re-probe after a failed one
+	probeMax     = 2 * time.Second        // /v1/status/leader is cheap: poll at least this often
+	probeTimeout = 5 * time.Second
+	outageGapMax = 5 * time.Minute
+	outageQuiet  = time.Minute // no Consul error for this long: outageGap starts over
+)
 
 // Supervisor runs the renderer's main loop. State lives in Run's goroutine.
 type Supervisor struct {
 	o Options
 
-	reloads, failedReloads, rebuilds atomic.Int64
+	reloads, failedReloads, rebuilds, outageRebuilds atomic.Int64
 }
 
 // New returns a Supervisor.
@@ -127,18 +163,22 @@ func New(o Options) *Supervisor {
 	return &Supervisor{o: o}
 }
 
-// Stats are counters for tests and logs.
-type Stats struct{ Reloads, FailedReloads, Rebuilds int64 }
+// Stats are counters for tests and logs. Rebuilds counts runners that
+// died; OutageRebuilds, runners replaced after a Consul outage.
+type Stats struct{ Reloads, FailedReloads, Rebuilds, OutageRebuilds int64 }
 
 // Stats returns the counters so far.
 func (s *Supervisor) Stats() Stats {
-	return Stats{s.reloads.Load(), s.failedReloads.Load(), s.rebuilds.Load()}
+	return Stats{s.reloads.Load(), s.failedReloads.Load(), s.rebuilds.Load(), s.outageRebuilds.Load()}
 }
 
 // runner is one generation of the engine and the goroutine that runs it.
 type runner struct {
 	eng  Engine
 	done chan struct{}
+	// hadData: the runner finished a pass, so some of its watches hold a
+	// Consul index that a wiped Consul would not answer for a minute.
+	hadData bool
 }
 
 // Run runs until ctx ends (nil), or a supervised proxy cannot be kept
@@ -181,6 +221,36 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		return err
 	}
 
+	// Consul outage recovery (see the comment on probeFirst's const block).
+	// The probe runs in a goroutine of its own, one at a time, so the
+	// loop never blocks on Consul; probeCtx ends before the deferred
+	// g.Wait.
+	probeCtx, cancelProbe := context.WithCancel(ctx)
+	probeRes := make(chan error, 1)
+	probeTimer := time.NewTimer(time.Hour)
+	probeTimer.Stop()
+	var (
+		outageSince  time.Time // first error of the current outage; zero: none
+		lastErrAt    time.Time
+		lastOutageRb time.Time
+		outageGap    = s.o.RebuildBackoff
+		probeDelay   = probeFirst
+		probing      bool
+	)
+	probe := func() {
+		probing = true
+		if s.o.ConsulUp == nil {
+			probeRes <- nil // buffered, and empty while !probing
+			return
+		}
+		g.Go(func() error {
+			pctx, cancel := context.WithTimeout(probeCtx, probeTimeout)
+			defer cancel()
+			probeRes <- s.o.ConsulUp(pctx)
+			return nil
+		})
+	}
+
 	deb := newDebouncer(s.o.WaitMin, s.o.WaitMax, s.o.MinReloadGap)
 	rebuild := time.NewTimer(time.Hour)
 	rebuild.Stop()
@@ -200,6 +270,8 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		rebuild.Stop()
 		restart.Stop()
 		hold.Stop()
+		probeTimer.Stop()
+		cancelProbe()
 		stopRunner()
 		_ = g.Wait()
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -250,9 +322,78 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 
 		case err := <-serverErr:
 			log.Warn("consul error; retrying, last config keeps serving", "err", err)
+			now := time.Now()
+			// The gap starts over after a quiet while: no error and no
+			// outage rebuild (a runner waiting out the gap sees no new
+			// errors; that is not quiet).
+			quietSince := lastErrAt
+			if lastOutageRb.After(quietSince) {
+				quietSince = lastOutageRb
+			}
+			if !quietSince.IsZero() && now.Sub(quietSince) > outageQuiet {
+				outageGap = s.o.RebuildBackoff
+			}
+			lastErrAt = now
+			// once mode ends with its first pass, whose watches are at
+			// index 0 until then: nothing to recover.
+			if s.o.Once || !outageSince.IsZero() || !cur.hadData {
+				break
+			}
+			outageSince = now
+			probeDelay = probeFirst
+			if !probing {
+				probe()
+			}
+
+		case <-probeTimer.C:
+			if !probing && !outageSince.IsZero() {
+				probe()
+			}
+
+		case err := <-probeRes:
+			probing = false
+			if outageSince.IsZero() {
+				break
+			}
+			if cur == nil || !cur.hadData {
+				// The runner died meanwhile: the rebuild on Fatal starts
+				// (or started) one at index 0 anyway.
+				outageSince = time.Time{}
+				break
+			}
+			now := time.Now()
+			if err != nil {
+				log.Debug("consul not answering yet", "err", err, "next_probe", probeDelay)
+				probeTimer.Reset(probeDelay)
+				probeDelay = min(2*probeDelay, probeMax)
+				break
+			}
+			if due := lastOutageRb.Add(outageGap); !lastOutageRb.IsZero() && now.Before(due) {
+				// Too soon after the last one: ask again when allowed,
+				// Consul may be down again by then.
+				probeTimer.Reset(due.Sub(now))
+				break
+			}
+			outage := now.Sub(outageSince).Round(time.Millisecond)
+			if s.o.ConsulUp != nil {
+				log.Warn("consul answers again; rebuilding the consul-template runner so its watches restart at index 0", "outage", outage)
+			} else {
+				log.Warn("consul error; rebuilding the consul-template runner so its watches restart at index 0 when consul answers", "outage", outage)
+			}
+			stopRunner()
+			outageSince = time.Time{}
+			lastOutageRb = now
+			outageGap = min(2*outageGap, outageGapMax)
+			s.outageRebuilds.Add(1)
+			if err := start(); err != nil {
+				log.Error("rebuild runner", "err", err)
+				rebuild.Reset(backoff)
+				backoff = min(backoff*2, time.Minute)
+			}
 
 		case <-events:
 			// The runner finished a pass over every template.
+			cur.hadData = true
 			if s.o.Once {
 				// A template that cannot even execute fails the run.
 				if errs := cur.eng.TemplateErrors(); len(errs) > 0 {

@@ -17,19 +17,21 @@ import (
 )
 
 type fakeEngine struct {
-	stop   chan struct{}
-	once   sync.Once
-	fatal  chan error
-	events chan struct{} // a test sends here when its "pass" is over
+	stop      chan struct{}
+	once      sync.Once
+	fatal     chan error
+	serverErr chan error    // buffered 1, as the runner's ServerErrCh
+	events    chan struct{} // a test sends here when its "pass" is over
 }
 
 func newFakeEngine() *fakeEngine {
-	return &fakeEngine{stop: make(chan struct{}), fatal: make(chan error), events: make(chan struct{}, 1)}
+	return &fakeEngine{stop: make(chan struct{}), fatal: make(chan error),
+		serverErr: make(chan error, 1), events: make(chan struct{}, 1)}
 }
 func (e *fakeEngine) Start()                  { <-e.stop }
 func (e *fakeEngine) Stop()                   { e.once.Do(func() { close(e.stop) }) }
 func (e *fakeEngine) Fatal() <-chan error     { return e.fatal }
-func (e *fakeEngine) ServerErr() <-chan error { return nil }
+func (e *fakeEngine) ServerErr() <-chan error { return e.serverErr }
 func (e *fakeEngine) Events() <-chan struct{} { return e.events }
 func (e *fakeEngine) TemplateErrors() []error { return nil }
 
@@ -91,15 +93,25 @@ type harness struct {
 
 func start(t *testing.T, supervised bool, wmin, wmax time.Duration) *harness {
 	t.Helper()
+	return startWith(t, supervised, wmin, wmax, nil)
+}
+
+// startWith is start with a last say on the Options.
+func startWith(t *testing.T, supervised bool, wmin, wmax time.Duration, opt func(*Options)) *harness {
+	t.Helper()
 	h := &harness{dest: filepath.Join(t.TempDir(), "proxy.conf"), proxy: &fakeProxy{supervised: supervised},
 		engines: make(chan *fakeEngine, 10), done: make(chan error, 1)}
 	h.pipe = pipeline.New(context.Background(), pipeline.Options{}, []pipeline.Target{{Template: "t", Dest: h.dest, Proxy: "p"}})
-	h.sup = New(Options{
+	o := Options{
 		NewEngine: func() (Engine, error) { e := newFakeEngine(); h.engines <- e; return e, nil },
 		Pipeline:  h.pipe,
 		Proxies:   map[string]Reloader{"p": h.proxy},
 		WaitMin:   wmin, WaitMax: wmax,
-	})
+	}
+	if opt != nil {
+		opt(&o)
+	}
+	h.sup = New(o)
 	var ctx context.Context
 	ctx, h.cancel = context.WithCancel(context.Background())
 	go func() { h.done <- h.sup.Run(ctx) }()
@@ -228,4 +240,176 @@ func TestParseStdLog(t *testing.T) {
 			t.Errorf("%q -> %q %q", c.in, comp, msg)
 		}
 	}
+}
+
+// fakeConsul is Options.ConsulUp: down until the test brings it back.
+type fakeConsul struct {
+	mu     sync.Mutex
+	down   bool
+	probes int
+}
+
+func (c *fakeConsul) up(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.probes++
+	if c.down {
+		return errors.New("connection refused")
+	}
+	return nil
+}
+
+func (c *fakeConsul) set(down bool) {
+	c.mu.Lock()
+	c.down = down
+	c.mu.Unlock()
+}
+
+func (c *fakeConsul) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.probes
+}
+
+// noEngine fails if a runner was built.
+func (h *harness) noEngine(t *testing.T, when string) {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case <-h.engines:
+		t.Fatalf("%s: runner rebuilt", when)
+	default:
+	}
+}
+
+// hadData makes the engine's runner finish a pass: its watches now hold
+// Consul indexes.
+func hadData(e *fakeEngine) {
+	e.events <- struct{}{}
+	synctest.Wait()
+}
+
+// After Consul errors, the runner is rebuilt once Consul answers again,
+// not before, and not again for the new runner's errors while Consul is
+// coming back.
+func TestRunnerRebuiltWhenConsulAnswersAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := &fakeConsul{down: true}
+		h := startWith(t, false, 0, 0, func(o *Options) { o.ConsulUp = c.up })
+		e1 := <-h.engines
+		hadData(e1)
+		e1.serverErr <- errors.New("connection refused")
+		time.Sleep(time.Minute)
+		h.noEngine(t, "while Consul is down")
+		// Backed off to one probe every 2 s: ~30 in a minute, not a spin.
+		if n := c.count(); n < 20 || n > 40 {
+			t.Errorf("%d probes in a minute of outage, want about 30", n)
+		}
+		c.set(false)
+		back := time.Now()
+		var e2 *fakeEngine
+		select {
+		case e2 = <-h.engines:
+		case <-time.After(10 * time.Second):
+			t.Fatal("runner not rebuilt after Consul came back")
+		}
+		if took := time.Since(back); took > 2*time.Second {
+			t.Errorf("rebuilt %s after Consul came back, want within 2s (the probe interval)", took)
+		}
+		if st := h.sup.Stats(); st.OutageRebuilds != 1 || st.Rebuilds != 0 {
+			t.Errorf("stats %+v, want one outage rebuild", st)
+		}
+		// The new runner's watches are at index 0: its own errors (Consul
+		// still settling) are no reason to rebuild it.
+		e2.serverErr <- errors.New("no cluster leader")
+		time.Sleep(time.Minute)
+		h.noEngine(t, "on an error of a runner that never had data")
+	})
+}
+
+// A runner that never rendered has every watch at index 0: rebuilding it
+// would gain nothing.
+func TestNoOutageRebuildBeforeData(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := &fakeConsul{}
+		h := startWith(t, false, 0, 0, func(o *Options) { o.ConsulUp = c.up })
+		e1 := <-h.engines
+		e1.serverErr <- errors.New("connection refused")
+		time.Sleep(time.Minute)
+		h.noEngine(t, "after an error before any data")
+		if n := c.count(); n != 0 {
+			t.Errorf("%d probes, want none", n)
+		}
+	})
+}
+
+// Errors that keep coming while Consul answers (a query it always refuses)
+// rebuild with a doubling gap, capped: never a loop. A quiet minute starts
+// the gap over.
+func TestOutageRebuildsBackOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := &fakeConsul{}
+		h := startWith(t, false, 0, 0, func(o *Options) { o.ConsulUp = c.up })
+		var at []time.Time
+		e := <-h.engines
+		begin := time.Now()
+		for time.Since(begin) < 30*time.Minute {
+			hadData(e)
+			e.serverErr <- errors.New("403 permission denied")
+			e = <-h.engines
+			at = append(at, time.Now())
+		}
+		// 0, 2, 6, 14, 30, 62, 126, 254, then every 5 minutes.
+		if len(at) < 10 || len(at) > 14 {
+			t.Errorf("%d rebuilds in 30 minutes of errors, want about 12", len(at))
+		}
+		for i := 2; i < len(at); i++ {
+			gap, prev := at[i].Sub(at[i-1]), at[i-1].Sub(at[i-2])
+			if gap < prev || gap > outageGapMax+probeMax {
+				t.Errorf("rebuild %d: gap %s after %s, want non-decreasing and at most %s", i, gap, prev, outageGapMax)
+			}
+		}
+		// Quiet for two minutes, then an outage: rebuilt as soon as
+		// Consul answers, the gap started over.
+		hadData(e)
+		time.Sleep(2 * time.Minute)
+		last := time.Now()
+		e.serverErr <- errors.New("connection refused")
+		select {
+		case <-h.engines:
+		case <-time.After(10 * time.Second):
+			t.Fatal("not rebuilt after a quiet period")
+		}
+		if took := time.Since(last); took > time.Second {
+			t.Errorf("rebuilt %s after the error, want at once (gap reset)", took)
+		}
+	})
+}
+
+// Without a probe the runner is rebuilt right at the first error of a
+// runner that had data; the new runner's own retries then find Consul at
+// index 0.
+func TestOutageRebuildWithoutProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, false, 0, 0)
+		e1 := <-h.engines
+		hadData(e1)
+		e1.serverErr <- errors.New("connection refused")
+		synctest.Wait()
+		var e2 *fakeEngine
+		select {
+		case e2 = <-h.engines:
+		default:
+			t.Fatal("runner not rebuilt at the first error")
+		}
+		// Its errors, until it had data, change nothing.
+		for range 10 {
+			e2.serverErr <- errors.New("connection refused")
+			time.Sleep(5 * time.Second)
+		}
+		h.noEngine(t, "on errors of the new runner")
+		if st := h.sup.Stats(); st.OutageRebuilds != 1 {
+			t.Errorf("stats %+v", st)
+		}
+	})
 }
