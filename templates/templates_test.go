@@ -162,22 +162,8 @@ func TestNginxTemplate(t *testing.T) {
 
 			// Whatever Consul says, every instance line is a literal
 			// address:port and every server_name a plain token.
-			for _, line := range strings.Split(string(out), "\n") {
-				l := strings.TrimSpace(line)
-				if strings.HasPrefix(l, "include") || strings.HasPrefix(l, "return 200") {
-					t.Errorf("injected directive: %q", line)
-				}
-			}
-
-			prefix := t.TempDir()
-			conf := filepath.Join(prefix, "nginx.conf")
-			if err := os.WriteFile(conf, out, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(nginx, "-t", "-q", "-e", "stderr", "-p", prefix+"/", "-c", conf)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("nginx -t: %v\n%s", err, b)
-			}
+			noInjectedDirective(t, out, "include", "return 200")
+			nginxAccepts(t, nginx, out)
 		})
 	}
 }
@@ -198,12 +184,7 @@ func TestHAProxyTemplate(t *testing.T) {
 		t.Run(s.name, func(t *testing.T) {
 			out := render(t, "haproxy.cfg.tmpl", s, []string{"SWITCHYARD_LISTEN=127.0.0.1:18080"})
 			golden(t, "haproxy-"+s.name+".cfg", out)
-			for _, line := range strings.Split(string(out), "\n") {
-				l := strings.TrimSpace(line)
-				if strings.HasPrefix(l, "include") || strings.HasPrefix(l, "return 200") || strings.HasPrefix(l, "backup") {
-					t.Errorf("injected directive: %q", line)
-				}
-			}
+			noInjectedDirective(t, out, "include", "return 200", "backup")
 			conf := filepath.Join(t.TempDir(), "haproxy.cfg")
 			if err := os.WriteFile(conf, out, 0o644); err != nil {
 				t.Fatal(err)
@@ -228,21 +209,36 @@ func TestExampleTemplates(t *testing.T) {
 		for _, s := range scenarios {
 			t.Run(filepath.Base(src)+"/"+s.name, func(t *testing.T) {
 				out := render(t, src, s, []string{"SWITCHYARD_LISTEN=127.0.0.1:18080"})
-				for _, line := range strings.Split(string(out), "\n") {
-					l := strings.TrimSpace(line)
-					if strings.HasPrefix(l, "include") || strings.HasPrefix(l, "return 200") {
-						t.Errorf("injected directive: %q", line)
-					}
-				}
-				prefix := t.TempDir()
-				conf := filepath.Join(prefix, "nginx.conf")
-				if err := os.WriteFile(conf, out, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				if b, err := exec.Command(nginx, "-t", "-q", "-e", "stderr", "-p", prefix+"/", "-c", conf).CombinedOutput(); err != nil {
-					t.Fatalf("nginx -t: %v\n%s\n%s", err, b, out)
-				}
+				noInjectedDirective(t, out, "include", "return 200")
+				nginxAccepts(t, nginx, out)
 			})
 		}
+	}
+}
+
+// noInjectedDirective fails the test when a line of out starts with one of
+// the directives the hostile scenario tries to smuggle in.
+func noInjectedDirective(t *testing.T, out []byte, directives ...string) {
+	t.Helper()
+	for _, line := range strings.Split(string(out), "\n") {
+		l := strings.TrimSpace(line)
+		for _, d := range directives {
+			if strings.HasPrefix(l, d) {
+				t.Errorf("injected directive: %q", line)
+			}
+		}
+	}
+}
+
+// nginxAccepts runs the real nginx -t on out, in a prefix of its own.
+func nginxAccepts(t *testing.T, nginx string, out []byte) {
+	t.Helper()
+	prefix := t.TempDir()
+	conf := filepath.Join(prefix, "nginx.conf")
+	if err := os.WriteFile(conf, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(nginx, "-t", "-q", "-e", "stderr", "-p", prefix+"/", "-c", conf).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s\n%s", err, b, out)
 	}
 }

@@ -186,6 +186,28 @@ func (h *proxyHost) check(svc string) error {
 
 // serves reports whether every named backend of svc answers within a
 // bounded number of requests (nginx balances round robin per worker).
+// startServingBoth starts a renderer host with the shipped template and
+// waits until every service in svcs serves both its instances (-1, -2). It
+// returns the host and the live config it then serves.
+func startServingBoth(t *testing.T, consul *testenv.Consul, svcs []string, holdDown time.Duration) (*proxyHost, []byte) {
+	t.Helper()
+	h := startProxyHost(t, "renderer", consul, shippedTemplate(t), testenv.NginxPrefix(t),
+		"127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)), []string{"--hold-down", holdDown.String()})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		for _, s := range svcs {
+			if err := h.serves(s, s+"-1", s+"-2"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	live, err := os.ReadFile(h.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, live
+}
+
 func (h *proxyHost) serves(svc string, want ...string) error {
 	seen := map[string]bool{}
 	for range 8 * len(want) {
@@ -554,20 +576,7 @@ func TestRendererSurvivesConsulOutage(t *testing.T) {
 		}
 	}
 	register(t, consul, ins...)
-	h := startProxyHost(t, "renderer", consul, shippedTemplate(t), testenv.NginxPrefix(t),
-		"127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)), []string{"--hold-down", holdDown.String()})
-	testenv.Eventually(t, 30*time.Second, func() error {
-		for _, s := range svcs {
-			if err := h.serves(s, s+"-1", s+"-2"); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	before, err := os.ReadFile(h.conf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, before := startServingBoth(t, consul, svcs, holdDown)
 	swaps := countLog(h.renderer, logSwapped)
 	watch := watchLive(t, h.conf, int((outage+4*time.Minute)/(20*time.Millisecond)), everyUpstreamPresent(svcs))
 
@@ -656,20 +665,7 @@ func TestRendererAgentRestartKeepsUpstreams(t *testing.T) {
 			register(t, consul, in)
 		}
 	}
-	h := startProxyHost(t, "renderer", consul, shippedTemplate(t), testenv.NginxPrefix(t),
-		"127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)), []string{"--hold-down", holdDown.String()})
-	testenv.Eventually(t, 30*time.Second, func() error {
-		for _, s := range svcs {
-			if err := h.serves(s, s+"-1", s+"-2"); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	before, err := os.ReadFile(h.conf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, before := startServingBoth(t, consul, svcs, holdDown)
 	swaps := countLog(h.renderer, logSwapped)
 
 	watch := watchLive(t, h.conf, int(3*time.Minute/(20*time.Millisecond)), everyUpstreamPresent(svcs))
