@@ -42,6 +42,7 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "hold-down", EnvVars: []string{"RENDERER_HOLD_DOWN"}, Value: 30 * time.Second, Usage: "stale guard: how long a suspicious render is held before it is applied"},
 		&cli.BoolFlag{Name: "allow-unsafe-functions", EnvVars: []string{"RENDERER_ALLOW_UNSAFE_FUNCTIONS"}, Usage: "allow the plugin and writeToFile template functions"},
 
+		&cli.StringFlag{Name: "status-addr", EnvVars: []string{"RENDERER_STATUS_ADDR"}, Usage: "serve /healthz, /ready, /status and /metrics on this host:port (daemon only; off by default)"},
 		&cli.StringFlag{Name: "log-level", EnvVars: []string{"RENDERER_LOG_LEVEL"}, Value: "info", Usage: "debug | info | warn | error"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"RENDERER_LOG_FORMAT"}, Value: "text", Usage: "text | json"},
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"github.com/switchyard/switchyard/renderer/internal/funcs"
 	"github.com/switchyard/switchyard/renderer/internal/pipeline"
 	"github.com/switchyard/switchyard/renderer/internal/proxy"
+	"github.com/switchyard/switchyard/renderer/internal/status"
 	"github.com/switchyard/switchyard/renderer/internal/supervise"
 )
 
@@ -179,9 +181,23 @@ func run(c *cli.Context, m mode) error {
 		Once:         m != modeDaemon,
 	})
 
+	// The status server is the daemon's: once and plan are over before
+	// anyone would scrape them. Bind now, so a taken port fails the start.
+	var statusLn net.Listener
+	if addr := c.String("status-addr"); addr != "" && m == modeDaemon {
+		if statusLn, err = net.Listen("tcp", addr); err != nil {
+			return cli.Exit(fmt.Sprintf("renderer: --status-addr %q: %v", addr, err), exitUsage)
+		}
+		log.Info("status server listening", "addr", statusLn.Addr().String())
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	if os.Getpid() == 1 {
 		g.Go(func() error { reapLoop(gctx); return nil })
+	}
+	if statusLn != nil {
+		h := status.Handler(statusSource{targets: targets, pipe: pipe, sup: sup})
+		g.Go(func() error { return serveStatus(gctx, statusLn, h) })
 	}
 	g.Go(func() error {
 		err := sup.Run(gctx)

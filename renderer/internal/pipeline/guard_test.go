@@ -52,7 +52,8 @@ func TestStaleGuardHoldsThenApplies(t *testing.T) {
 		if !ok || at.Sub(time.Now()) != 30*time.Second {
 			t.Fatalf("NextHold = %v %v", at, ok)
 		}
-		if st := p.Status()[dest]; st.Held != 1 || st.HeldSince.IsZero() {
+		if st := p.Status()[dest]; st.Held != 1 || st.HeldSince.IsZero() || st.Swaps != 2 ||
+			st.HeldBackendsBefore != 3 || st.HeldBackendsAfter != 0 || strings.Join(st.HeldEmptied, ",") != "svc_web" {
 			t.Errorf("status %+v", st)
 		}
 
@@ -70,6 +71,10 @@ func TestStaleGuardHoldsThenApplies(t *testing.T) {
 		}
 		if _, ok := p.NextHold(); ok {
 			t.Error("still holding after apply")
+		}
+		if st := p.Status()[dest]; st.Held != 1 || !st.HeldSince.IsZero() || st.Swaps != 3 ||
+			st.HeldBackendsBefore != 0 || st.HeldEmptied != nil {
+			t.Errorf("status after apply %+v", st)
 		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -47,11 +48,17 @@ const DefaultKeep = 5
 // Status is what the pipeline knows about one destination.
 type Status struct {
 	Accepted  bool      // a render of this template has been accepted (swapped or equal)
+	Swaps     int       // times the live file changed
 	LastSwap  time.Time // last time the live file changed
 	LastError error     // last rejection, nil after an accepted render
 	Rejected  int       // rejections so far
 	Held      int       // renders held by the stale guard so far
 	HeldSince time.Time // zero unless a render is held now
+	// The render held now, measured (zero and nil when none is held):
+	// servers in the live file and in the held render, and the blocks it
+	// empties or drops.
+	HeldBackendsBefore, HeldBackendsAfter int
+	HeldEmptied                           []string
 }
 
 // Pipeline holds the targets and their state. The runner calls Render from
@@ -205,7 +212,9 @@ func (p *Pipeline) Status() map[string]Status {
 	defer p.mu.Unlock()
 	out := make(map[string]Status, len(p.status))
 	for k, v := range p.status {
-		out[k] = *v
+		s := *v
+		s.HeldEmptied = slices.Clone(v.HeldEmptied)
+		out[k] = s
 	}
 	return out
 }
@@ -330,6 +339,8 @@ func (p *Pipeline) guard(t *Target, live []byte, in *renderer.RenderInput, sum [
 	log := p.log.With("template", t.Template, "dest", t.Dest, "proxy", t.Proxy,
 		"backends_before", before.Total(), "backends_after", after.Total(), "emptied", emptied)
 	p.mu.Lock()
+	st := p.status[dest]
+	st.HeldBackendsBefore, st.HeldBackendsAfter, st.HeldEmptied = before.Total(), after.Total(), emptied
 	h := p.held[dest]
 	if h != nil && h.sum != sum {
 		// A newer suspicious render replaces the held one, but the hold
@@ -339,7 +350,6 @@ func (p *Pipeline) guard(t *Target, live []byte, in *renderer.RenderInput, sum [
 	if h == nil {
 		h = &held{contents: in.Contents, sum: sum, perms: in.Perms, since: now}
 		p.held[dest] = h
-		st := p.status[dest]
 		st.Held++
 		st.HeldSince = now
 		st.Accepted = true // the live file is a config that served: proxies may start on it
@@ -369,7 +379,9 @@ func (p *Pipeline) guard(t *Target, live []byte, in *renderer.RenderInput, sum [
 func (p *Pipeline) unhold(dest string) {
 	p.mu.Lock()
 	delete(p.held, dest)
-	p.status[dest].HeldSince = time.Time{}
+	st := p.status[dest]
+	st.HeldSince = time.Time{}
+	st.HeldBackendsBefore, st.HeldBackendsAfter, st.HeldEmptied = 0, 0, nil
 	p.mu.Unlock()
 }
 
@@ -433,6 +445,7 @@ func (p *Pipeline) accept(dest string, swapped bool) {
 	s.LastError = nil
 	delete(p.rejected, dest)
 	if swapped {
+		s.Swaps++
 		s.LastSwap = time.Now()
 		if t := p.targets[dest]; t.Proxy != "" {
 			p.changed[t.Proxy] = true

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -147,6 +148,11 @@ type Supervisor struct {
 	o Options
 
 	reloads, failedReloads, rebuilds, outageRebuilds atomic.Int64
+
+	// mu guards proxies, written by Run's goroutine and read by ProxyStats
+	// from the status server's.
+	mu      sync.Mutex
+	proxies map[string]*ProxyStats
 }
 
 // New returns a Supervisor.
@@ -160,7 +166,11 @@ func New(o Options) *Supervisor {
 	if o.MaxProxyRestarts <= 0 {
 		o.MaxProxyRestarts = 3
 	}
-	return &Supervisor{o: o}
+	s := &Supervisor{o: o, proxies: map[string]*ProxyStats{}}
+	for name := range o.Proxies {
+		s.proxies[name] = &ProxyStats{}
+	}
+	return s
 }
 
 // Stats are counters for tests and logs. Rebuilds counts runners that
@@ -170,6 +180,39 @@ type Stats struct{ Reloads, FailedReloads, Rebuilds, OutageRebuilds int64 }
 // Stats returns the counters so far.
 func (s *Supervisor) Stats() Stats {
 	return Stats{s.reloads.Load(), s.failedReloads.Load(), s.rebuilds.Load(), s.outageRebuilds.Load()}
+}
+
+// ProxyStats is what the supervisor knows about one proxy's reloads.
+type ProxyStats struct {
+	Reloads       int64 // reloads that took (verified)
+	FailedReloads int64 // reloads that did not take
+	Rollbacks     int64 // failed reloads after which a previous generation was restored
+	// LastReload is when the last reload was attempted (a rollback's
+	// reload included); zero before the first.
+	LastReload time.Time
+	// LastError says why the last reload did not take; nil when it took,
+	// including the reload of a rolled-back config, which then serves.
+	LastError error
+}
+
+// ProxyStats returns a copy of the reload state of every proxy, by key.
+func (s *Supervisor) ProxyStats() map[string]ProxyStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]ProxyStats, len(s.proxies))
+	for k, v := range s.proxies {
+		out[k] = *v
+	}
+	return out
+}
+
+// record updates the stats of proxy name under the mutex.
+func (s *Supervisor) record(name string, fn func(*ProxyStats)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.proxies[name]; st != nil {
+		fn(st)
+	}
 }
 
 // runner is one generation of the engine and the goroutine that runs it.
@@ -548,15 +591,19 @@ func (s *Supervisor) reload(ctx context.Context, names []string) bool {
 		}
 		if err == nil {
 			s.reloads.Add(1)
+			s.record(name, func(st *ProxyStats) { st.Reloads++; st.LastReload = start; st.LastError = nil })
 			log.Info("proxy reloaded", "took", time.Since(start).Round(time.Millisecond))
 			continue
 		}
 		if isNotRunning(err) {
+			// Nothing was reloaded: not a failure, and not a reload that
+			// took either, so the stats stay as they are.
 			log.Warn("proxy not running; it will load the new config when it starts", "err", err)
 			continue
 		}
 		ok = false
 		s.failedReloads.Add(1)
+		s.record(name, func(st *ProxyStats) { st.FailedReloads++; st.LastReload = start; st.LastError = err })
 		log.Error("reload did not take", "err", err)
 		restored, rerr := s.o.Pipeline.Rollback(name, err)
 		if rerr != nil {
@@ -565,14 +612,24 @@ func (s *Supervisor) reload(ctx context.Context, names []string) bool {
 		if len(restored) == 0 {
 			continue
 		}
-		if err := p.Reload(ctx); err == nil {
-			err = p.Verify(ctx)
-			if err == nil {
-				log.Warn("rolled back and reloaded the previous good config", "files", restored)
-				continue
-			}
-		} else if !isNotRunning(err) {
-			log.Error("reload after rollback", "err", err)
+		s.record(name, func(st *ProxyStats) { st.Rollbacks++ })
+		rbStart := time.Now()
+		rbErr := p.Reload(ctx)
+		if rbErr == nil {
+			rbErr = p.Verify(ctx)
+		}
+		switch {
+		case rbErr == nil:
+			// The previous good config serves, verified.
+			s.record(name, func(st *ProxyStats) { st.LastReload = rbStart; st.LastError = nil })
+			log.Warn("rolled back and reloaded the previous good config", "files", restored)
+		case isNotRunning(rbErr):
+		default:
+			s.record(name, func(st *ProxyStats) {
+				st.LastReload = rbStart
+				st.LastError = fmt.Errorf("%w; reload after rollback: %w", err, rbErr)
+			})
+			log.Error("reload after rollback", "err", rbErr)
 		}
 	}
 	return ok

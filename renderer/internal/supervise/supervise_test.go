@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -39,6 +40,7 @@ type fakeProxy struct {
 	mu              sync.Mutex
 	starts, reloads int
 	verifyErr       error
+	stickyErr       bool // verifyErr fails every Verify, not just the next
 	supervised      bool
 	exited          chan struct{}
 }
@@ -63,7 +65,9 @@ func (f *fakeProxy) Verify(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	err := f.verifyErr
-	f.verifyErr = nil
+	if !f.stickyErr {
+		f.verifyErr = nil
+	}
 	return err
 }
 func (f *fakeProxy) Exited() <-chan struct{} {
@@ -208,6 +212,32 @@ func TestFailedReloadRollsBack(t *testing.T) {
 		}
 		if st := h.sup.Stats(); st.FailedReloads != 1 {
 			t.Errorf("stats %+v", st)
+		}
+		// The rollback's reload took: the proxy serves "good", verified.
+		if ps := h.sup.ProxyStats()["p"]; ps.FailedReloads != 1 || ps.Rollbacks != 1 || ps.Reloads != 1 ||
+			ps.LastError != nil || ps.LastReload.IsZero() {
+			t.Errorf("proxy stats %+v", ps)
+		}
+		if st := h.pipe.Status()[h.dest]; st.Rejected != 1 || st.LastError == nil || st.Swaps != 2 {
+			t.Errorf("pipeline status %+v", st)
+		}
+	})
+}
+
+func TestFailedRollbackReloadIsReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, false, 10*time.Millisecond, 100*time.Millisecond)
+		h.render(t, "good")
+		time.Sleep(time.Second)
+		h.proxy.mu.Lock()
+		h.proxy.verifyErr, h.proxy.stickyErr = errors.New("proxy wedged"), true
+		h.proxy.mu.Unlock()
+		h.render(t, "breaks-at-reload")
+		time.Sleep(time.Second)
+		ps := h.sup.ProxyStats()["p"]
+		if ps.FailedReloads != 1 || ps.Rollbacks != 1 || ps.LastError == nil ||
+			!strings.Contains(ps.LastError.Error(), "reload after rollback: proxy wedged") {
+			t.Errorf("proxy stats %+v", ps)
 		}
 	})
 }
