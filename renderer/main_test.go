@@ -186,22 +186,9 @@ func TestDaemonRejectsInvalidConfig(t *testing.T) {
 	consul := testenv.StartConsul(t)
 	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 
-	dir := t.TempDir()
-	tmpl := filepath.Join(dir, "site.tmpl")
 	// The KV value lands in the config unquoted: an operator template
 	// written carelessly, the case validation exists for.
-	body := `pid nginx.pid;
-error_log error.log;
-events {}
-http {
-  client_body_temp_path cbt; proxy_temp_path pt; fastcgi_temp_path ft; uwsgi_temp_path ut; scgi_temp_path st;
-  access_log off;
-  server { listen ` + listen + `; return 200 "{{ key "site/greeting" }}\n"; {{ key "site/extra" }} }
-}
-`
-	if err := os.WriteFile(tmpl, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, tmpl := kvSiteTemplate(t, listen)
 	kv := consul.Client.KV()
 	put := func(k, v string) {
 		t.Helper()
@@ -248,4 +235,27 @@ http {
 			t.Errorf("staged file left behind: %s", e.Name())
 		}
 	}
+}
+
+// kvSiteTemplate writes a small nginx template driven by two Consul KV keys
+// and returns its dir and path. `key` blocks until a key exists, so nothing
+// renders before the test puts both; site/extra lands in the config
+// unquoted, so a bad value makes a config nginx rejects.
+func kvSiteTemplate(t *testing.T, listen string) (dir, tmpl string) {
+	t.Helper()
+	dir = t.TempDir()
+	tmpl = filepath.Join(dir, "site.tmpl")
+	body := `pid nginx.pid;
+error_log error.log;
+events {}
+http {
+  client_body_temp_path cbt; proxy_temp_path pt; fastcgi_temp_path ft; uwsgi_temp_path ut; scgi_temp_path st;
+  access_log off;
+  server { listen ` + listen + `; return 200 "{{ key "site/greeting" }}\n"; {{ key "site/extra" }} }
+}
+`
+	if err := os.WriteFile(tmpl, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, tmpl
 }

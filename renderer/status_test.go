@@ -38,23 +38,8 @@ func TestDaemonStatusServer(t *testing.T) {
 	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	base := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
 
-	dir := t.TempDir()
-	tmpl := filepath.Join(dir, "site.tmpl")
-	// `key` blocks until the key exists: no render before the test puts
-	// it, so /ready is 503 until then. site/extra lands unquoted, so a
-	// bad value makes a config nginx rejects.
-	body := `pid nginx.pid;
-error_log error.log;
-events {}
-http {
-  client_body_temp_path cbt; proxy_temp_path pt; fastcgi_temp_path ft; uwsgi_temp_path ut; scgi_temp_path st;
-  access_log off;
-  server { listen ` + listen + `; return 200 "{{ key "site/greeting" }}\n"; {{ key "site/extra" }} }
-}
-`
-	if err := os.WriteFile(tmpl, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// No render before the test puts the keys, so /ready is 503 until then.
+	dir, tmpl := kvSiteTemplate(t, listen)
 	put := func(k, v string) {
 		t.Helper()
 		if _, err := consul.Client.KV().Put(&api.KVPair{Key: k, Value: []byte(v)}, nil); err != nil {
