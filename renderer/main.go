@@ -26,6 +26,7 @@ const (
 	exitRejected = 2 // once/plan: a rendered config was rejected
 	exitReload   = 3 // once: a reload did not take (rolled back)
 	exitRuntime  = 4 // proxy could not be kept alive, once timed out
+	exitHeld     = 5 // once: the stale guard held a render; the live file was kept
 )
 
 func main() {
@@ -60,7 +61,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			{
 				Name:  "once",
-				Usage: "render, validate, swap and reload once, then exit (0 ok, 2 rejected, 3 reload failed, 4 timeout)",
+				Usage: "render, validate, swap and reload once, then exit (0 ok, 1 bad config or template, 2 rejected, 3 reload failed, 4 timeout, 5 held by the stale guard)",
 				Flags: append(flags(), &cli.DurationFlag{Name: "timeout", Value: time.Minute, EnvVars: []string{"RENDERER_ONCE_TIMEOUT"}, Usage: "give up waiting for Consul data after this long"}),
 				Action: func(c *cli.Context) error {
 					return run(c, modeOnce)
@@ -102,6 +103,8 @@ func exitFor(err error) error {
 		return cli.Exit("renderer: "+err.Error(), exitRejected)
 	case errors.Is(err, supervise.ErrReloadFailed):
 		return cli.Exit("renderer: "+err.Error(), exitReload)
+	case errors.Is(err, supervise.ErrHeld):
+		return cli.Exit("renderer: "+err.Error(), exitHeld)
 	case errors.Is(err, errSetup):
 		return cli.Exit("renderer: "+err.Error(), exitUsage)
 	}

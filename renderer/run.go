@@ -4,17 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/hashicorp/consul-template/manager"
+	ctrenderer "github.com/hashicorp/consul-template/renderer"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/switchyard/switchyard/renderer/internal/config"
 	"github.com/switchyard/switchyard/renderer/internal/funcs"
+	"github.com/switchyard/switchyard/renderer/internal/logbridge"
 	"github.com/switchyard/switchyard/renderer/internal/pipeline"
 	"github.com/switchyard/switchyard/renderer/internal/proxy"
 	"github.com/switchyard/switchyard/renderer/internal/status"
@@ -61,6 +66,7 @@ func configFrom(c *cli.Context) (*config.Config, error) {
 		Keep:                 c.Int("keep"),
 		MaxRemoval:           c.Float64("max-removal"),
 		HoldDown:             c.Duration("hold-down"),
+		MaxProxyDeaths:       c.Int("max-proxy-deaths"),
 		AllowUnsafeFunctions: c.Bool("allow-unsafe-functions"),
 	}
 	var err error
@@ -82,6 +88,19 @@ func configFrom(c *cli.Context) (*config.Config, error) {
 	return cfg, cfg.Validate()
 }
 
+// app is the renderer wired for one run: everything main builds before
+// the loop starts.
+type app struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	rec       *status.Recorder
+	hist      *status.Histograms
+	targets   []pipeline.Target
+	reloaders map[string]supervise.Reloader
+	sup       *supervise.Supervisor
+	statusLn  net.Listener
+}
+
 func run(c *cli.Context, m mode) error {
 	log, err := newLogger(c.App.ErrWriter, c.String("log-level"), c.String("log-format"))
 	if err != nil {
@@ -91,136 +110,186 @@ func run(c *cli.Context, m mode) error {
 	if err != nil {
 		return cli.Exit("renderer: "+err.Error(), exitUsage)
 	}
+	// Every line consul-template logs goes through the bridge, which
+	// redacts the Consul token; so does every error /status shows.
+	bridge := logbridge.New(log, logbridge.Options{
+		Secrets:     []string{cfg.Consul.Token, os.Getenv("CONSUL_HTTP_TOKEN"), os.Getenv("CONSUL_TOKEN"), os.Getenv("VAULT_TOKEN")},
+		SecretFiles: []string{cfg.Consul.TokenFile, os.Getenv("CONSUL_HTTP_TOKEN_FILE")},
+	})
+	defer bridge.Restore()
 	for _, w := range cfg.Warnings {
 		log.Warn("config: " + w)
 	}
+	ctx := c.Context
 	if m != modeDaemon {
 		// once and plan signal an existing proxy, if any; they never own one.
 		cfg.ProxyMode = config.ModeExternal
-	}
-	restore := supervise.BridgeStdLog(log)
-	defer restore()
-
-	ctx := c.Context
-	if m != modeDaemon {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Duration("timeout"))
 		defer cancel()
 	}
-
-	// One Consul probe, built from the runner's own client settings: the
-	// stale guard never applies a held render while Consul is leaderless,
-	// and the supervisor rebuilds the runner the moment Consul answers
-	// again after an outage (a wiped agent would otherwise hold the old
-	// watch indexes for a whole blocking-query wait).
-	consulUp := cfg.ConsulProbe()
-
-	// Proxies: one per template that names one, keyed "kind:dest".
-	reloaders := map[string]supervise.Reloader{}
-	var targets []pipeline.Target
-	for _, t := range cfg.Templates {
-		tg := pipeline.Target{Template: t.Source, Dest: t.Dest, Keep: cfg.Keep}
-		if t.Proxy != config.ProxyNone {
-			key := t.Proxy + ":" + t.Dest
-			r, v, err := newProxy(cfg, t, log)
-			if err != nil {
-				return cli.Exit("renderer: "+err.Error(), exitUsage)
-			}
-			tg.Proxy, tg.Validator = key, v
-			// The stale guard counts servers per upstream/backend block.
-			// Caddy has no guard: its upstreams live in reverse_proxy
-			// lines or JSON, shapes the shipped templates do not produce
-			// and a line counter would misread; a template with
-			// --validate-cmd (proxy none) has no known shape either.
-			switch t.Proxy {
-			case config.ProxyNginx:
-				tg.Backends = pipeline.NginxUpstreams
-			case config.ProxyHAProxy:
-				tg.Backends = pipeline.HAProxyBackends
-			}
-			if m != modePlan {
-				reloaders[key] = r
-			}
-		} else if cfg.ValidateCmd != "" {
-			tg.Validator = proxy.Command{Line: cfg.ValidateCmd, Timeout: cfg.CommandTimeout}
-		}
-		targets = append(targets, tg)
+	a, err := wire(ctx, c, cfg, m, log, bridge.Redactor())
+	if err != nil {
+		return exitFor(err)
 	}
-	popts := pipeline.Options{Log: log, Timeout: cfg.CommandTimeout,
-		MaxRemoval: cfg.MaxRemoval, HoldDown: cfg.HoldDown, Leader: consulUp}
-	if m == modePlan {
-		popts.Plan = c.App.Writer
-	}
-	pipe := pipeline.New(ctx, popts, targets)
-	fm := funcs.Map()
-
-	newEngine := func() (supervise.Engine, error) {
-		r, err := manager.NewRunner(cfg.ConsulTemplate(pipe.Render, fm), false)
-		if err != nil {
-			return nil, err
-		}
-		return supervise.NewEngine(r), nil
-	}
-	// Parse every template now, so a typo fails the start with exit 1
-	// instead of a runner that rebuilds forever.
-	if e, err := newEngine(); err != nil {
-		return cli.Exit(fmt.Sprintf("renderer: templates: %v", err), exitUsage)
-	} else {
-		e.Stop()
-	}
-
-	sup := supervise.New(supervise.Options{
-		ConsulUp:     consulUp,
-		Log:          log,
-		NewEngine:    newEngine,
-		Pipeline:     pipe,
-		Proxies:      reloaders,
-		WaitMin:      cfg.WaitMin,
-		WaitMax:      cfg.WaitMax,
-		MinReloadGap: cfg.MinReloadGap,
-		Once:         m != modeDaemon,
-	})
-
-	// The status server is the daemon's: once and plan are over before
-	// anyone would scrape them. Bind now, so a taken port fails the start.
-	var statusLn net.Listener
-	if addr := c.String("status-addr"); addr != "" && m == modeDaemon {
-		if statusLn, err = net.Listen("tcp", addr); err != nil {
-			return cli.Exit(fmt.Sprintf("renderer: --status-addr %q: %v", addr, err), exitUsage)
-		}
-		log.Info("status server listening", "addr", statusLn.Addr().String())
-	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	if os.Getpid() == 1 {
-		g.Go(func() error { reapLoop(gctx); return nil })
-	}
-	if statusLn != nil {
-		h := status.Handler(statusSource{targets: targets, pipe: pipe, sup: sup})
-		g.Go(func() error { return serveStatus(gctx, statusLn, h) })
-	}
-	g.Go(func() error {
-		err := sup.Run(gctx)
-		if err == nil && m == modeDaemon {
-			// A clean daemon stop: end the reaper too.
-			return context.Canceled
-		}
-		if err == nil {
-			return errDone
-		}
-		return err
-	})
-	err = g.Wait()
-	if errors.Is(err, errDone) || (errors.Is(err, context.Canceled) && c.Context.Err() != nil) {
-		err = nil
-	}
+	err = a.serve(ctx, m)
 	if m == modePlan && err == nil {
 		fmt.Fprintln(c.App.Writer, "plan: every rendered config is valid; nothing was changed")
 	}
 	return exitFor(err)
 }
 
+// wire builds the app: templates parsed, proxies found, pipeline,
+// supervisor, status listener bound (a taken port fails the start).
+func wire(ctx context.Context, c *cli.Context, cfg *config.Config, m mode, log *slog.Logger, redact logbridge.Redactor) (*app, error) {
+	fm := funcs.Map()
+	if errs := cfg.CheckTemplates(fm); len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", errSetup, joinSorted(errs))
+	}
+	a := &app{cfg: cfg, log: log, rec: status.NewRecorder(redact), hist: status.NewHistograms(),
+		reloaders: map[string]supervise.Reloader{}}
+	if err := a.buildTargets(m); err != nil {
+		return nil, err
+	}
+	var pipe supervise.Pipeline
+	var render ctrenderer.Renderer
+	if m == modePlan {
+		p := pipeline.NewPlan(ctx, c.App.Writer, cfg.CommandTimeout, a.targets)
+		pipe, render = p, p.Render
+	} else {
+		p := pipeline.New(ctx, pipeline.Options{Log: log, Timeout: cfg.CommandTimeout,
+			MaxRemoval: cfg.MaxRemoval, HoldDown: cfg.HoldDown, Status: a.rec, Observer: a.hist}, a.targets)
+		pipe, render = p, p.Render
+	}
+	newEngine := func() (supervise.Engine, error) {
+		r, err := manager.NewRunner(cfg.ConsulTemplate(render, fm), false)
+		if err != nil {
+			return nil, err
+		}
+		return supervise.NewEngine(r), nil
+	}
+	a.sup = supervise.New(supervise.Options{
+		ConsulUp: cfg.ConsulProbe(), Log: log, NewEngine: newEngine, Pipeline: pipe,
+		Proxies: a.reloaders, Status: a.rec, Observer: a.hist,
+		WaitMin: cfg.WaitMin, WaitMax: cfg.WaitMax, MinReloadGap: cfg.MinReloadGap,
+		Once: m != modeDaemon, MaxProxyDeaths: cfg.MaxProxyDeaths,
+		Reread: rereadOn(ctx, m), CheckTemplates: func() map[string]error { return cfg.CheckTemplates(fm) },
+	})
+	// The status server is the daemon's: once and plan are over before
+	// anyone would scrape them.
+	if addr := c.String("status-addr"); addr != "" && m == modeDaemon {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --status-addr %q: %w", errSetup, addr, err)
+		}
+		a.statusLn = ln
+		log.Info("status server listening", "addr", ln.Addr().String())
+	}
+	return a, nil
+}
+
+// buildTargets makes one pipeline target per template and one proxy per
+// template that names one, keyed "kind:dest".
+func (a *app) buildTargets(m mode) error {
+	for _, t := range a.cfg.Templates {
+		tg := pipeline.Target{Template: t.Source, Dest: t.Dest, Keep: a.cfg.Keep,
+			Owner: pipeline.NewOwner(t.UID, t.GID)}
+		if t.Proxy != config.ProxyNone {
+			key := t.Proxy + ":" + t.Dest
+			r, v, err := newProxy(a.cfg, t, a.log)
+			if err != nil {
+				return fmt.Errorf("%w: %w", errSetup, err)
+			}
+			tg.Proxy, tg.Validator, tg.Backends = key, v, backendsOf(t.Proxy)
+			if m != modePlan {
+				a.reloaders[key] = r
+			}
+		} else if a.cfg.ValidateCmd != "" {
+			tg.Validator = proxy.Command{Line: a.cfg.ValidateCmd, Timeout: a.cfg.CommandTimeout}
+		}
+		a.rec.AddTemplate(tg.Template, tg.Dest, tg.Proxy)
+		a.targets = append(a.targets, tg)
+	}
+	return nil
+}
+
+// backendsOf is how the stale guard counts servers in a proxy's config.
+// Caddy has none: its upstreams live in reverse_proxy lines or JSON,
+// shapes a line counter would misread.
+func backendsOf(kind string) func([]byte) pipeline.Counts {
+	switch kind {
+	case config.ProxyNginx:
+		return pipeline.NginxUpstreams
+	case config.ProxyHAProxy:
+		return pipeline.HAProxyBackends
+	}
+	return nil
+}
+
+// serve runs the supervisor, the status server and, as PID 1, the reaper.
+func (a *app) serve(ctx context.Context, m mode) error {
+	g, gctx := errgroup.WithContext(ctx)
+	if os.Getpid() == 1 {
+		g.Go(func() error { reapLoop(gctx); return nil })
+	}
+	if a.statusLn != nil {
+		h := status.Handler(a.rec, a.hist)
+		g.Go(func() error { return serveStatus(gctx, a.statusLn, h) })
+	}
+	g.Go(func() error {
+		if err := a.sup.Run(gctx); err != nil {
+			return err
+		}
+		return errDone // ends the reaper and the status server too
+	})
+	err := g.Wait()
+	if errors.Is(err, errDone) || (m == modeDaemon && errors.Is(err, context.Canceled)) {
+		return nil
+	}
+	return err
+}
+
 var errDone = errors.New("done")
+
+// rereadOn turns SIGHUP into a request to read the templates again, as
+// consul-template does (daemon only).
+func rereadOn(ctx context.Context, m mode) <-chan struct{} {
+	if m != modeDaemon {
+		return nil
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	out := make(chan struct{}, 1)
+	go func() {
+		defer signal.Stop(sig)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sig:
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// joinSorted joins errors by destination, in a stable order.
+func joinSorted(errs map[string]error) error {
+	keys := make([]string, 0, len(errs))
+	for k := range errs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	msgs := make([]string, 0, len(keys))
+	for _, k := range keys {
+		msgs = append(msgs, errs[k].Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
 
 // reapLoop collects orphaned zombies while the renderer is PID 1 in a
 // container: nothing else would.

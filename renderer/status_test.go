@@ -124,7 +124,7 @@ func TestDaemonStatusServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	labels := fmt.Sprintf(`{template=%q,dest=%q}`, tmpl, dest)
+	labels := fmt.Sprintf(`{dest=%q,template=%q}`, dest, tmpl)
 	for _, want := range []string{
 		"switchyard_renderer_renders_rejected_total" + labels + " 1\n",
 		"switchyard_renderer_swaps_total" + labels + " 1\n",

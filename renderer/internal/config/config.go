@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +43,14 @@ type Template struct {
 	LeftDelim, RightDelim string
 	Perms                 os.FileMode
 	ErrMissingKey         bool
+	// User and Group own the written file: a name or a numeric id, as in
+	// consul-template's user/group (or legacy uid/gid). Empty keeps the
+	// live file's owner / group.
+	User, Group string
+
+	// UID and GID are User and Group resolved by Validate, so a typo fails
+	// at start-up and not at the first write; -1 keeps the live file's.
+	UID, GID int
 }
 
 // Config is everything the renderer needs.
@@ -63,6 +73,10 @@ type Config struct {
 
 	MaxRemoval float64 // stale guard: fraction of backends a render may drop at once
 	HoldDown   time.Duration
+
+	// MaxProxyDeaths of a supervised proxy within a minute end the
+	// renderer (exit 4); 0 = policy.DefaultMaxDeaths.
+	MaxProxyDeaths int
 
 	AllowUnsafeFunctions bool
 
@@ -98,9 +112,9 @@ func ParseTemplate(spec, def string) (Template, error) {
 	var t Template
 	switch len(parts) {
 	case 2:
-		t = Template{Source: parts[0], Dest: parts[1], Proxy: def}
+		t = Template{Source: parts[0], Dest: parts[1], Proxy: def, UID: -1, GID: -1}
 	case 3:
-		t = Template{Source: parts[0], Dest: parts[1], Proxy: parts[2]}
+		t = Template{Source: parts[0], Dest: parts[1], Proxy: parts[2], UID: -1, GID: -1}
 	default:
 		return t, fmt.Errorf("--template %q: want SRC:DEST[:PROXY]", spec)
 	}
@@ -113,9 +127,18 @@ func ParseTemplate(spec, def string) (Template, error) {
 	return t, nil
 }
 
-// Validate checks the config and resolves paths. It fails with a message
-// naming the flag and the value at fault, before anything starts.
+// Validate checks the config and resolves paths and owners. It fails with
+// a message naming the flag and the value at fault, before anything
+// starts.
 func (c *Config) Validate() error {
+	errs := c.validateFlags()
+	errs = append(errs, c.validateTemplates()...)
+	errs = append(errs, c.validateProxies()...)
+	return errors.Join(errs...)
+}
+
+// validateFlags checks the plain values.
+func (c *Config) validateFlags() []error {
 	var errs []error
 	if !slices.Contains(proxies, c.Proxy) {
 		errs = append(errs, fmt.Errorf("--proxy %q: want one of %s", c.Proxy, strings.Join(proxies, ", ")))
@@ -123,61 +146,138 @@ func (c *Config) Validate() error {
 	if c.ProxyMode != ModeExternal && c.ProxyMode != ModeSupervise {
 		errs = append(errs, fmt.Errorf("--proxy-mode %q: want external or supervise", c.ProxyMode))
 	}
-	if len(c.Templates) == 0 {
-		errs = append(errs, errors.New("--template: at least one SRC:DEST[:PROXY] is required"))
-	}
 	if c.WaitMin < 0 || c.WaitMax < c.WaitMin {
 		errs = append(errs, fmt.Errorf("--wait %s:%s: want 0 <= MIN <= MAX", c.WaitMin, c.WaitMax))
 	}
 	if c.MaxRemoval < 0 || c.MaxRemoval > 1 {
 		errs = append(errs, fmt.Errorf("--max-removal %v: want a fraction between 0 and 1", c.MaxRemoval))
 	}
+	if c.MaxProxyDeaths < 0 {
+		errs = append(errs, fmt.Errorf("--max-proxy-deaths %d: want 1 or more (0 = the default)", c.MaxProxyDeaths))
+	}
+	// One generation is only the live file: a rollback would have
+	// nothing to go back to, silently.
+	if c.Keep < 2 {
+		errs = append(errs, fmt.Errorf("--keep %d: want at least 2 (the live file and one to roll back to)", c.Keep))
+	}
+	if c.HoldDown < 0 {
+		errs = append(errs, fmt.Errorf("--hold-down %s: want 0 or more", c.HoldDown))
+	}
+	// Zero would mean no deadline: a hung validate or reload would stall
+	// every render.
+	if c.CommandTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--command-timeout %s: want more than 0", c.CommandTimeout))
+	}
+	return errs
+}
+
+// validateTemplates makes template paths absolute, checks sources exist
+// and destinations are unique, and resolves owners.
+func (c *Config) validateTemplates() []error {
+	var errs []error
+	if len(c.Templates) == 0 {
+		errs = append(errs, errors.New("--template: at least one SRC:DEST[:PROXY] is required"))
+	}
 	dests := map[string]bool{}
-	used := map[string]bool{}
 	for i := range c.Templates {
 		t := &c.Templates[i]
-		src, err := filepath.Abs(t.Source)
-		if err == nil {
+		if src, err := filepath.Abs(t.Source); err == nil {
 			t.Source = src
 		}
 		if _, err := os.Stat(t.Source); err != nil {
 			errs = append(errs, fmt.Errorf("--template %s: source: %w", t.Source, err))
 		}
-		dst, err := filepath.Abs(t.Dest)
-		if err == nil {
+		if dst, err := filepath.Abs(t.Dest); err == nil {
 			t.Dest = dst
 		}
 		if dests[t.Dest] {
 			errs = append(errs, fmt.Errorf("--template %s:%s: destination used twice", t.Source, t.Dest))
 		}
 		dests[t.Dest] = true
+		errs = append(errs, t.resolveOwner()...)
+	}
+	return errs
+}
+
+// validateProxies checks what the proxies of the templates need.
+func (c *Config) validateProxies() []error {
+	var errs []error
+	used := map[string]bool{}
+	n := 0
+	for _, t := range c.Templates {
 		used[t.Proxy] = true
-	}
-	if c.ProxyMode == ModeSupervise {
-		n := 0
-		for _, t := range c.Templates {
-			if t.Proxy != ProxyNone {
-				n++
-			}
-		}
-		if n > 1 {
-			errs = append(errs, errors.New("--proxy-mode supervise: only one template may name a proxy (the config the proxy runs)"))
+		if t.Proxy != ProxyNone {
+			n++
 		}
 	}
-	if c.ValidateCmd == "" {
-		for _, b := range []struct{ proxy, flag, bin string }{
-			{ProxyNginx, "--nginx-bin", c.NginxBin},
-			{ProxyHAProxy, "--haproxy-bin", c.HAProxyBin},
-			{ProxyCaddy, "--caddy-bin", c.CaddyBin},
-		} {
-			if used[b.proxy] {
-				if _, err := LookBin(b.bin); err != nil {
-					errs = append(errs, fmt.Errorf("%s %q: %w", b.flag, b.bin, err))
-				}
+	if c.ProxyMode == ModeSupervise && n > 1 {
+		errs = append(errs, errors.New("--proxy-mode supervise: only one template may name a proxy (the config the proxy runs)"))
+	}
+	if c.ValidateCmd != "" {
+		return errs
+	}
+	for _, b := range []struct{ proxy, flag, bin string }{
+		{ProxyNginx, "--nginx-bin", c.NginxBin},
+		{ProxyHAProxy, "--haproxy-bin", c.HAProxyBin},
+		{ProxyCaddy, "--caddy-bin", c.CaddyBin},
+	} {
+		if used[b.proxy] {
+			if _, err := LookBin(b.bin); err != nil {
+				errs = append(errs, fmt.Errorf("%s %q: %w", b.flag, b.bin, err))
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return errs
+}
+
+// resolveOwner sets UID and GID from User and Group.
+func (t *Template) resolveOwner() []error {
+	var errs []error
+	var err error
+	if t.UID, err = lookupID(t.User, func(name string) (string, error) {
+		u, err := user.Lookup(name)
+		if err != nil {
+			return "", err
+		}
+		return u.Uid, nil
+	}); err != nil {
+		errs = append(errs, fmt.Errorf("template %s -> %s: user %q: %w", t.Source, t.Dest, t.User, err))
+	}
+	if t.GID, err = lookupID(t.Group, func(name string) (string, error) {
+		g, err := user.LookupGroup(name)
+		if err != nil {
+			return "", err
+		}
+		return g.Gid, nil
+	}); err != nil {
+		errs = append(errs, fmt.Errorf("template %s -> %s: group %q: %w", t.Source, t.Dest, t.Group, err))
+	}
+	return errs
+}
+
+// maxID is the largest uid/gid; (uid_t)-1 itself means "no change".
+const maxID = 1<<32 - 2
+
+// lookupID is -1 for "", the number for a numeric id (taken as is, like
+// chown(1): an id needs no name on this host), else the id lookup finds
+// for the name.
+func lookupID(v string, lookup func(string) (string, error)) (int, error) {
+	if v == "" {
+		return -1, nil
+	}
+	s := v
+	if _, err := strconv.ParseUint(v, 10, 64); err != nil {
+		id, err := lookup(v)
+		if err != nil {
+			return -1, err
+		}
+		s = id
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n > maxID {
+		return -1, fmt.Errorf("id %s: want 0 to %d", s, uint64(maxID))
+	}
+	return int(n), nil
 }
 
 // LookBin finds a proxy binary on PATH, then in the sbin dirs Debian uses

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"text/template"
 	"time"
 
@@ -24,7 +25,8 @@ var DeniedFunctions = []string{"plugin", "writeToFile"}
 const DefaultRetryMaxBackoff = 10 * time.Second
 
 // LoadHCL reads a consul-template config file. Its template stanzas are
-// appended to c.Templates (proxy = def); wait{} becomes our reload
+// appended to c.Templates (proxy = def; user/group are kept, resolved by
+// Validate); wait{} becomes our reload
 // debounce unless --wait was given; command/exec stanzas are dropped with a
 // warning, because they would run after the live file was written and a
 // failure would stop the runner.
@@ -50,6 +52,10 @@ func (c *Config) LoadHCL(path, def string, waitSet bool) error {
 				RightDelim:    ctconfig.StringVal(tc.RightDelim),
 				Perms:         ctconfig.FileModeVal(tc.Perms),
 				ErrMissingKey: ctconfig.BoolVal(tc.ErrMissingKey),
+				User:          idVal(tc.User, tc.Uid),
+				Group:         idVal(tc.Group, tc.Gid),
+				UID:           -1,
+				GID:           -1,
 			}
 			if !tc.Command.Empty() || (tc.Exec != nil && !tc.Exec.Command.Empty()) {
 				c.Warnings = append(c.Warnings, fmt.Sprintf(
@@ -77,6 +83,16 @@ func (c *Config) LoadHCL(path, def string, waitSet bool) error {
 	ct.Wait = nil
 	c.hcl = ct
 	return nil
+}
+
+// idVal is a template stanza's user (group), or its legacy uid (gid) as
+// consul-template's Finalize reads them: the name wins. Validate resolves
+// it.
+func idVal(name *string, id *int) string {
+	if name == nil && id != nil {
+		return strconv.Itoa(*id)
+	}
+	return ctconfig.StringVal(name)
 }
 
 // applyConsul sets how consul-template reaches Consul: our flags over the

@@ -2,52 +2,34 @@ package pipeline
 
 import (
 	"bytes"
-	"sort"
+
+	"github.com/switchyard/switchyard/renderer/internal/policy"
 )
 
-// Counts is the stale guard's measure of a config: backend servers per
-// block (an nginx upstream, an HAProxy backend or listen section), keyed by
-// the block's name. A block that is present with no server has 0.
-//
-// Counting per block, not over the whole file, is the point: after a Consul
-// agent restart the registrars come back service by service, and
-// consul-template's watches come back one at a time, so a render can keep
-// most servers of the file while one upstream loses all of its own. That
-// upstream then answers 502 for a whole service although the file-wide
-// removal looks small (2 of 6).
-type Counts map[string]int
+// Counts is the stale guard's measure of a config (see policy.Counts).
+type Counts = policy.Counts
 
-// Total is the number of servers over all blocks.
-func (c Counts) Total() int {
-	n := 0
-	for _, v := range c {
-		n += v
+// Emptied returns the blocks before had servers in and after has not.
+func Emptied(before, after Counts) []string { return policy.Emptied(before, after) }
+
+// placeholderAddr is where consul-template's documented examples point an
+// upstream that has no instance ("server 127.0.0.1:65535; # force a
+// 502"): nothing listens there, so it is not a backend the guard should
+// count as serving.
+const placeholderAddr = "127.0.0.1:65535"
+
+// liveServer reports whether a server line can take traffic: not the
+// placeholder, and not switched off with the proxy's own keyword.
+func liveServer(addr string, params []string, off string) bool {
+	if addr == placeholderAddr || addr == "localhost:65535" {
+		return false
 	}
-	return n
-}
-
-// Emptied returns, sorted, the blocks that had at least one server in
-// before and have none, or are gone, in after.
-func Emptied(before, after Counts) []string {
-	var out []string
-	for name, n := range before {
-		if n > 0 && after[name] == 0 {
-			out = append(out, name)
+	for _, p := range params {
+		if p == off {
+			return false
 		}
 	}
-	sort.Strings(out)
-	return out
-}
-
-// suspicious is the stale guard's decision, a pure function of the two
-// measures: hold a render that removes more than maxRemoval of all the
-// servers, or that empties (or drops) a block that had servers.
-func suspicious(before, after Counts, maxRemoval float64) (hold bool, emptied []string) {
-	emptied = Emptied(before, after)
-	b, a := before.Total(), after.Total()
-	removed := b - a
-	frac := b > 0 && removed > 0 && float64(removed)/float64(b) > maxRemoval
-	return frac || len(emptied) > 0, emptied
+	return true
 }
 
 // NginxUpstreams counts the `server` directives of every `upstream NAME {}`
@@ -69,7 +51,7 @@ func NginxUpstreams(b []byte) Counts {
 		case 0:
 			stmt = append(stmt, tok)
 		case ';':
-			if n := len(stack); n > 0 && stack[n-1].upstream && len(stmt) >= 2 && stmt[0] == "server" {
+			if n := len(stack); n > 0 && stack[n-1].upstream && len(stmt) >= 2 && stmt[0] == "server" && liveServer(stmt[1], stmt[2:], "down") {
 				out[stack[n-1].name]++
 			}
 			stmt = stmt[:0]
@@ -180,7 +162,7 @@ func HAProxyBackends(b []byte) Counts {
 			}
 			continue
 		}
-		if inProxy && f[0] == "server" && len(f) >= 3 {
+		if inProxy && f[0] == "server" && len(f) >= 3 && liveServer(f[2], f[3:], "disabled") {
 			out[cur]++
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul-template/renderer"
+
+	"github.com/switchyard/switchyard/renderer/internal/policy"
 )
 
 // golden reads a rendered config of the shipped templates.
@@ -51,6 +53,10 @@ func TestNginxUpstreams(t *testing.T) {
 		{"stream and http with their own upstreams", "stream { upstream tcp { server 10.0.0.1:5432; } }\nhttp { upstream web { server 10.0.0.2:80; zone z 64k; } }\n", Counts{"tcp": 1, "web": 1}},
 		{"server inside a nested block of an upstream does not count", "upstream a {\n server 10.0.0.1:80;\n weird {\n server 10.0.0.9:80;\n }\n}\n", Counts{"a": 1}},
 		{"unbalanced close does not panic", "}\n}\nupstream a { server x:1; }", Counts{"a": 1}},
+		// Issue 7 item 11: consul-template's placeholder for an empty
+		// upstream and a server marked down serve nothing.
+		{"placeholder is not a backend", "upstream a {\n server 127.0.0.1:65535; # force a 502\n}\n", Counts{"a": 0}},
+		{"down is not a backend", "upstream a {\n server 10.0.0.1:80 down;\n server 10.0.0.2:80;\n}\n", Counts{"a": 1}},
 		{"truncated file", "upstream a {\n server 10.0.0.1:80;\n server 10.0.0.2", Counts{"a": 1}},
 	}
 	for _, c := range cases {
@@ -73,6 +79,7 @@ func TestHAProxyBackends(t *testing.T) {
 		{"golden hostile", golden(t, "haproxy-hostile.cfg"), Counts{"no_service": 0, "svc_web": 1}},
 		{"golden no passing instance", golden(t, "haproxy-no-passing-instance.cfg"), Counts{"no_service": 0, "svc_web": 1}},
 		{"golden only unsafe instances", golden(t, "haproxy-only-unsafe-instances.cfg"), Counts{"no_service": 0}},
+		{"disabled and placeholder are not backends", "backend b\n  server s1 10.0.0.1:80 disabled\n  server s2 127.0.0.1:65535\n  server s3 10.0.0.3:80 check\n", Counts{"b": 1}},
 		{"listen section", "listen stats\n    bind :9000\n    server a 10.0.0.1:80\n", Counts{"stats": 1}},
 		{"comments", "backend b\n  # server s0 10.0.0.1:80\n  server s1 10.0.0.2:80 # server s2 10.0.0.3:80\n#backend ghost\n#  server g 10.0.0.4:80\n", Counts{"b": 1}},
 		{"quoted hash is not a comment", "backend b\n  server s0 10.0.0.1:80 check\n  http-request set-header X \"a#b\"\n  server s1 10.0.0.2:80\n", Counts{"b": 2}},
@@ -121,7 +128,7 @@ func TestSuspicious(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			hold, emptied := suspicious(c.before, c.after, c.max)
+			hold, emptied := policy.Suspicious(c.before, c.after, c.max)
 			if hold != c.hold || !slices.Equal(emptied, c.emptied) {
 				t.Errorf("hold=%v emptied=%q, want %v %q", hold, emptied, c.hold, c.emptied)
 			}
@@ -193,8 +200,7 @@ func TestStaleGuardHoldsEmptiedUpstream(t *testing.T) {
 func TestStaleGuardAppliesEmptiedUpstreamAfterHoldDown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dest := filepath.Join(t.TempDir(), "haproxy.cfg")
-		p := New(context.Background(), Options{MaxRemoval: 0.5, HoldDown: 30 * time.Second,
-			Leader: func(context.Context) error { return nil }},
+		p := New(context.Background(), Options{MaxRemoval: 0.5, HoldDown: 30 * time.Second},
 			[]Target{{Template: "t", Dest: dest, Proxy: "haproxy", Backends: HAProxyBackends}})
 		in := func(s string) *renderer.RenderInput { return &renderer.RenderInput{Path: dest, Contents: []byte(s)} }
 		two := golden(t, "haproxy-two-services.cfg")
@@ -212,7 +218,7 @@ func TestStaleGuardAppliesEmptiedUpstreamAfterHoldDown(t *testing.T) {
 			t.Fatal("no hold")
 		}
 		time.Sleep(time.Until(at))
-		p.ApplyHeld()
+		answerAll(p, nil)
 		if b, _ := os.ReadFile(dest); string(b) != noAPI {
 			t.Fatalf("held render not applied after hold-down:\n%s", b)
 		}
@@ -252,7 +258,7 @@ func TestSweepRemovesOnlyOurLeftovers(t *testing.T) {
 	}
 	keep = append(keep, ".nginx.conf.staged-555") // a symlink
 	// In flight in another (live) renderer: it holds the staging lock.
-	inflight, release, err := stage(dest, []byte("new"), 0)
+	inflight, release, err := stage(dest, []byte("new"), 0, keepOwner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +279,7 @@ func TestSweepRemovesOnlyOurLeftovers(t *testing.T) {
 
 	// Plan mode changes nothing, leftovers included.
 	write(stale[0])
-	New(context.Background(), Options{Plan: &strings.Builder{}}, []Target{{Template: "t", Dest: dest}})
+	NewPlan(context.Background(), &strings.Builder{}, time.Second, []Target{{Template: "t", Dest: dest}})
 	if _, err := os.Lstat(filepath.Join(dir, stale[0])); err != nil {
 		t.Errorf("plan mode removed a leftover: %v", err)
 	}
@@ -297,7 +303,7 @@ func TestSweepDropsGenerationThatNeverWentLive(t *testing.T) {
 	}
 	// Simulate the killed swap: stage, record, no rename, no release
 	// (the kernel drops the lock of a killed process; closing does too).
-	staged, release, err := stage(dest, []byte("never live\n"), 0)
+	staged, release, err := stage(dest, []byte("never live\n"), 0, keepOwner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,12 +320,13 @@ func TestSweepDropsGenerationThatNeverWentLive(t *testing.T) {
 	if after, _ := generations(dest); !slices.Equal(after, gens) {
 		t.Errorf("generations %v, want %v (the never-live one dropped)", after, gens)
 	}
-	// Rollback goes to what was live before the live file.
+	// A restarted renderer takes the live generation as proved: a failed
+	// reload goes back to it.
 	if _, err := render(t, p, dest, "gen 4\n"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Rollback("", nil); err != nil {
-		t.Fatal(err)
+	if out := p.Load("", func() error { return fmt.Errorf("reload failed") }); out.RollbackErr != nil || len(out.Restored) != 1 {
+		t.Fatalf("load: %+v", out)
 	}
 	if b, _ := os.ReadFile(dest); string(b) != "gen 3\n" {
 		t.Errorf("rolled back to %q, want %q", b, "gen 3\n")

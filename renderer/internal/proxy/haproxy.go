@@ -33,6 +33,10 @@ type HAProxy struct {
 	failedPrev int
 }
 
+// Supervised reports whether the proxy runs as our child; the supervisor
+// needs to know before Start, when Exited is still nil.
+func (h *HAProxy) Supervised() bool { return h.Supervise }
+
 // Name implements the reloader interface.
 func (h *HAProxy) Name() string { return "haproxy" }
 
@@ -65,28 +69,61 @@ func (h *HAProxy) Start(ctx context.Context) error {
 	}
 	return h.startSupervised(ctx, h.Log, h.timeout(), childSpec{
 		proxy: "haproxy", bin: h.Bin, config: h.Config, cfgFlag: "-f",
-		args:    []string{"-W", "-S", h.socket() + ",mode,600", "-f", h.Config},
-		stopSig: syscall.SIGUSR1, // soft stop: workers finish their connections
-		up: func(*child) bool {
+		args:       []string{"-W", "-S", h.socket() + ",mode,600", "-f", h.Config},
+		stopSig:    syscall.SIGUSR1, // soft stop: workers finish their connections
+		resendStop: true,            // lost while the master re-executes
+		up: func(ctx context.Context, _ *child) bool {
 			p, err := h.showProc(ctx)
 			return err == nil && len(p.workers) > 0
 		},
 	})
 }
 
-// Reload asks the master to reload through its CLI.
+// Reload asks the master to reload through its CLI. A master that does
+// not answer right now (it refuses while it re-executes for the previous
+// reload, or is slow) is asked again until Timeout; only a master that is
+// not there at all makes an error that wraps ErrNotRunning.
 func (h *HAProxy) Reload(ctx context.Context) error {
-	p, err := h.showProc(ctx)
+	if h.Supervise && !h.running() {
+		return fmt.Errorf("%w: haproxy is not running as our child", ErrNotRunning)
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.timeout())
+	defer cancel()
+	var p proc
+	err := retryTransient(ctx, "haproxy master CLI show proc", func(ctx context.Context) (err error) {
+		p, err = h.showProc(ctx)
+		return err
+	}, h.classify)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrNotRunning, err)
+		return err
 	}
 	h.before = p.workers
 	h.failedPrev = p.failed
-	// The master closes the CLI connection when it re-executes: no answer
-	// is expected, and none would prove anything.
-	if _, err := h.cli(ctx, "reload"); err != nil {
-		return fmt.Errorf("haproxy master CLI reload: %w", err)
+	return retryTransient(ctx, "haproxy master CLI reload", h.sendReload, h.classify)
+}
+
+// classify says what a master CLI error means. For our own child we know
+// whether the master lives; for an external one the socket must tell.
+func (h *HAProxy) classify(err error) errClass {
+	if h.Supervise {
+		if !h.running() {
+			return gone
+		}
+		return transient
 	}
+	return classifyConn(err)
+}
+
+// sendReload sends "reload". The master closes the connection (or resets
+// it) when it re-executes: no answer is expected, none would prove
+// anything, and Verify tells whether the reload took.
+func (h *HAProxy) sendReload(ctx context.Context) error {
+	conn, err := h.send(ctx, "reload")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, _ = io.Copy(io.Discard, conn) // until the master closes; bounded by the deadline
 	return nil
 }
 
@@ -94,7 +131,7 @@ func (h *HAProxy) Reload(ctx context.Context) error {
 // count means the new config did not load and the old worker still serves.
 func (h *HAProxy) Verify(ctx context.Context) error {
 	var last proc
-	return awaitReload(ctx, "haproxy", h.timeout(), func() (bool, error) {
+	return awaitReload(ctx, "haproxy", h.timeout(), func(ctx context.Context) (bool, error) {
 		p, err := h.showProc(ctx)
 		if err != nil {
 			// The master is busy re-executing; ask again.
@@ -109,6 +146,7 @@ func (h *HAProxy) Verify(ctx context.Context) error {
 }
 
 type proc struct {
+	master  int          // the master's pid; 0 if the answer had no master line
 	workers map[int]bool // current (not old) workers
 	failed  int
 	raw     string
@@ -121,7 +159,13 @@ func (h *HAProxy) showProc(ctx context.Context) (proc, error) {
 	if err != nil {
 		return proc{}, err
 	}
-	return parseShowProc(out), nil
+	p := parseShowProc(out)
+	if p.master == 0 {
+		// A connection closed before the answer (a master going into
+		// re-exec) reads as an empty answer, not an error.
+		return proc{}, fmt.Errorf("show proc answer has no master line: %q", out)
+	}
+	return p, nil
 }
 
 // parseShowProc reads the master CLI's "show proc" table (HAProxy 2.6):
@@ -147,6 +191,7 @@ func parseShowProc(out string) proc {
 		}
 		switch {
 		case f[1] == "master":
+			p.master = pid
 			if m := failedRe.FindStringSubmatch(line); m != nil {
 				p.failed, _ = strconv.Atoi(m[1])
 			}
@@ -159,25 +204,37 @@ func parseShowProc(out string) proc {
 
 // cli sends one command to the master socket and returns the answer.
 func (h *HAProxy) cli(ctx context.Context, cmd string) (string, error) {
+	conn, err := h.send(ctx, cmd)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	b, err := io.ReadAll(conn)
+	return string(b), err
+}
+
+// send dials the master socket and writes one command. The connection
+// carries a deadline (ctx's, at most Timeout away), so reading the answer
+// cannot hang.
+func (h *HAProxy) send(ctx context.Context, cmd string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.timeout())
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", h.socket())
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
 	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
-		return "", err
+		conn.Close()
+		return nil, err
 	}
 	// Half-close: the master answers and closes once it has read the
 	// whole request.
 	if uc, ok := conn.(*net.UnixConn); ok {
 		_ = uc.CloseWrite()
 	}
-	b, err := io.ReadAll(conn)
-	return string(b), err
+	return conn, nil
 }

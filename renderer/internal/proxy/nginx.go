@@ -39,6 +39,10 @@ type Nginx struct {
 	errLogSize int64
 }
 
+// Supervised reports whether the proxy runs as our child; the supervisor
+// needs to know before Start, when Exited is still nil.
+func (n *Nginx) Supervised() bool { return n.Supervise }
+
 // Name implements the reloader interface.
 func (n *Nginx) Name() string { return "nginx" }
 
@@ -80,7 +84,7 @@ func (n *Nginx) Start(ctx context.Context) error {
 		proxy: "nginx", bin: n.Bin, config: n.Config, cfgFlag: "-c",
 		args:    append(n.base(n.Config), "-g", "daemon off; master_process on;"),
 		stopSig: syscall.SIGQUIT, // workers finish their requests
-		up:      func(c *child) bool { return len(children(c.pid())) > 0 },
+		up:      func(_ context.Context, c *child) bool { return len(children(c.pid())) > 0 },
 	})
 }
 
@@ -105,7 +109,7 @@ func (n *Nginx) Reload(ctx context.Context) error {
 // reload. On timeout it returns a ReloadError with the error log lines the
 // reload produced.
 func (n *Nginx) Verify(ctx context.Context) error {
-	return awaitReload(ctx, "nginx", n.timeout(), func() (bool, error) {
+	return awaitReload(ctx, "nginx", n.timeout(), func(context.Context) (bool, error) {
 		if !alive(n.master) {
 			return false, fmt.Errorf("nginx master %d is gone", n.master)
 		}
@@ -114,13 +118,11 @@ func (n *Nginx) Verify(ctx context.Context) error {
 }
 
 func (n *Nginx) masterPID() (int, error) {
-	if n.child != nil {
-		select {
-		case <-n.child.done:
-			return 0, ErrNotRunning
-		default:
-			return n.child.pid(), nil
+	if n.Supervise {
+		if !n.running() {
+			return 0, fmt.Errorf("%w: nginx is not running as our child", ErrNotRunning)
 		}
+		return n.child.pid(), nil
 	}
 	path := n.PidFile
 	if path == "" {

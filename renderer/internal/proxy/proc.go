@@ -20,8 +20,10 @@ var (
 	ours    = map[int]bool{}
 )
 
-// Start starts cmd and records it as ours until Wait returns, so Reap leaves
-// it alone. Every process the renderer spawns goes through here.
+// Start starts cmd and records it as ours, so ReapOrphans leaves it alone.
+// Every process the renderer spawns goes through here, and is waited for
+// with Wait, which forgets it again: a pid left in the set would, once the
+// kernel reuses it for an orphan, keep that orphan from ever being reaped.
 func Start(cmd *exec.Cmd) error {
 	spawnMu.Lock()
 	defer spawnMu.Unlock()
@@ -32,11 +34,26 @@ func Start(cmd *exec.Cmd) error {
 	return nil
 }
 
-// forget drops pid from the set of our children once Wait has returned.
+// Wait waits for a command started with Start, then forgets it.
+func Wait(cmd *exec.Cmd) error {
+	err := cmd.Wait()
+	forget(cmd.Process.Pid)
+	return err
+}
+
+// forget drops pid from the set of our children once cmd.Wait has
+// returned: the pid is free for the kernel to reuse.
 func forget(pid int) {
 	spawnMu.Lock()
 	delete(ours, pid)
 	spawnMu.Unlock()
+}
+
+// spawned is how many processes Start recorded and nobody forgot yet.
+func spawned() int {
+	spawnMu.Lock()
+	defer spawnMu.Unlock()
+	return len(ours)
 }
 
 // ReapOrphans collects zombies that are not ours: as PID 1 in a container
@@ -61,8 +78,8 @@ func ReapOrphans() int {
 }
 
 type procInfo struct {
-	pid, ppid int
-	state     byte
+	pid, ppid, pgrp int
+	state           byte
 }
 
 // procs lists processes from /proc. Errors on single entries are ignored:
@@ -99,14 +116,19 @@ func readStat(pid int) (procInfo, error) {
 		return procInfo{}, errors.New("short stat")
 	}
 	fields := bytes.Fields(b[i+1:])
-	if len(fields) < 2 {
+	// state ppid pgrp ...
+	if len(fields) < 3 {
 		return procInfo{}, errors.New("short stat")
 	}
 	ppid, err := strconv.Atoi(string(fields[1]))
 	if err != nil {
 		return procInfo{}, fmt.Errorf("stat ppid: %w", err)
 	}
-	return procInfo{pid: pid, ppid: ppid, state: fields[0][0]}, nil
+	pgrp, err := strconv.Atoi(string(fields[2]))
+	if err != nil {
+		return procInfo{}, fmt.Errorf("stat pgrp: %w", err)
+	}
+	return procInfo{pid: pid, ppid: ppid, pgrp: pgrp, state: fields[0][0]}, nil
 }
 
 // children returns the live (non-zombie) children of pid.
@@ -118,6 +140,18 @@ func children(pid int) map[int]bool {
 		}
 	}
 	return kids
+}
+
+// groupMembers returns the live (non-zombie) processes in process group
+// pgid.
+func groupMembers(pgid int) map[int]bool {
+	members := map[int]bool{}
+	for _, p := range procs() {
+		if p.pgrp == pgid && p.state != 'Z' {
+			members[p.pid] = true
+		}
+	}
+	return members
 }
 
 // alive reports whether pid exists and is not a zombie.

@@ -92,7 +92,7 @@ func run(ctx context.Context, timeout time.Duration, bin string, args ...string)
 	cmd.WaitDelay = time.Second
 	err := Start(cmd)
 	if err == nil {
-		err = cmd.Wait()
+		err = Wait(cmd)
 	}
 	if ctx.Err() != nil && err != nil {
 		err = fmt.Errorf("%s timed out after %s: %w", bin, timeout, err)
@@ -104,13 +104,16 @@ func run(ctx context.Context, timeout time.Duration, bin string, args ...string)
 // interval starts at 1ms and doubles up to 20ms: a reload usually shows
 // within a few milliseconds, and the supervisor waits for the verdict, but
 // a slow proxy must not be read from /proc or its socket in a busy loop.
-func pollUntil(ctx context.Context, timeout time.Duration, fn func() (bool, error)) error {
+//
+// fn gets the poll's own context, so a check that talks to the proxy ends
+// with the poll instead of running past it.
+func pollUntil(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t := time.NewTimer(time.Hour) // reset before every wait
 	defer t.Stop()
 	for interval := time.Millisecond; ; interval = min(2*interval, 20*time.Millisecond) {
-		done, err := fn()
+		done, err := fn(ctx)
 		if err != nil {
 			return err
 		}
@@ -130,7 +133,7 @@ func pollUntil(ctx context.Context, timeout time.Duration, fn func() (bool, erro
 // config shows in the running proxy, and turn a failure or a timeout into
 // a ReloadError with what output (error-log lines, the master's process
 // table) says about it, read only then.
-func awaitReload(ctx context.Context, proxy string, timeout time.Duration, took func() (bool, error), output func() string) error {
+func awaitReload(ctx context.Context, proxy string, timeout time.Duration, took func(ctx context.Context) (bool, error), output func() string) error {
 	if err := pollUntil(ctx, timeout, took); err != nil {
 		return &ReloadError{Proxy: proxy, Output: output(), Err: err}
 	}

@@ -1,18 +1,17 @@
 // Package status turns a snapshot of the renderer's state into HTTP
-// responses: /healthz, /ready, /status (JSON) and /metrics (Prometheus text
-// format, written by hand so the renderer needs no metrics library). It
-// reads no state of its own: every request asks its Source for a fresh
-// Snapshot.
+// responses: /healthz, /ready, /status (JSON) and /metrics (Prometheus,
+// through client_golang and a registry of its own). It reads no state of
+// its own: every request asks its Source for a fresh Snapshot. The latency
+// histograms are the exception: they cannot be rebuilt from a snapshot, so
+// Histograms keeps them and the parts that time things report into it.
 package status
 
 import (
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -31,8 +30,16 @@ type Template struct {
 	Accepted     bool   // a render has been accepted (swapped or equal to the live file)
 	Swaps        int64
 	LastSwap     time.Time // zero: never swapped
-	LastError    string    // last rejection, with the proxy's output; "" after an accepted render
-	Rejected     int64
+	LastError    string    // last failure, with the proxy's output; "" after an accepted render
+	// LastErrorKind says which step failed last: "validation" (the proxy
+	// rejected the render), "write" (read, stage or swap of the files
+	// failed: ENOSPC, EROFS, EACCES), "execute" (the template itself failed
+	// before producing a config) or "rollback" (the render was swapped but
+	// the reload did not take). "" after an accepted render.
+	LastErrorKind string
+	Rejected      int64 // renders that never went live (validation, or rolled back)
+	WriteErrors   int64 // failed reads, stages and swaps of the files
+	ExecErrors    int64 // template executions that failed
 
 	// Stale guard: Holds counts held renders so far; the rest describes
 	// the render held now (HeldSince zero: none).
@@ -53,12 +60,28 @@ type Proxy struct {
 	Rollbacks      int64
 	LastReload     time.Time // zero: never reloaded
 	LastError      string    // why the last reload did not take; "" when it took
+	// ReloadPending: files changed that the proxy has not loaded yet (a
+	// batch waiting for its debounce, or a proxy that did not answer).
+	ReloadPending bool
+
+	// Supervised proxies only: Up while our child runs; Deaths counts its
+	// unplanned exits, Restarts the restarts after them.
+	Supervised       bool
+	Up               bool
+	Deaths, Restarts int64
 }
 
 // Runner counts consul-template runner rebuilds: after it died, and after
 // a Consul outage.
 type Runner struct {
 	Rebuilds, OutageRebuilds int64
+
+	// Consul as the runner sees it: errors while it retries, the last one
+	// (token redacted), and since when Consul has not answered (zero: it
+	// answers).
+	ConsulErrors    int64
+	LastConsulError string
+	ConsulDownSince time.Time
 }
 
 // Source hands out snapshots; it is called once per request, from the
@@ -96,17 +119,39 @@ func (s Snapshot) Ready() (ok bool, reason string) {
 			}
 			return false, fmt.Sprintf("template %s -> %s: no render accepted yet", t.Source, t.Dest)
 		}
+		// A rejected render leaves a validated config serving: still
+		// ready. A write or execute failure means the file can no longer
+		// follow Consul at all.
+		if t.LastErrorKind == KindWrite || t.LastErrorKind == KindExecute {
+			return false, fmt.Sprintf("template %s -> %s: %s failed (see /status)", t.Source, t.Dest, t.LastErrorKind)
+		}
 	}
 	for _, p := range s.Proxies {
+		if p.Supervised && !p.Up {
+			return false, fmt.Sprintf("proxy %s: not running (%d deaths, see /status)", p.Name, p.Deaths)
+		}
 		if p.LastError != "" {
 			return false, fmt.Sprintf("proxy %s: last reload did not take (see /status)", p.Name)
 		}
 	}
+	// A Consul outage alone does not make the renderer unready: the proxy
+	// serves the last validated config, and taking every proxy host out
+	// of its load balancer during an outage would turn it into a total
+	// one. /status and consul_up say Consul is down.
 	return true, ""
 }
 
-// Handler serves /healthz, /ready, /status and /metrics from src.
-func Handler(src Source) http.Handler {
+// Kinds of template failure, for Template.LastErrorKind.
+const (
+	KindValidation = "validation"
+	KindWrite      = "write"
+	KindExecute    = "execute"
+	KindRollback   = "rollback"
+)
+
+// Handler serves /healthz, /ready, /status and /metrics from src; /metrics
+// also serves h's histograms (h may be nil) and the Go and process metrics.
+func Handler(src Source, h *Histograms) http.Handler {
 	mux := http.NewServeMux()
 	// "GET" patterns answer HEAD too; other methods get 405.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -128,10 +173,7 @@ func Handler(src Source) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(statusJSON(src.Snapshot()))
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		writeMetrics(w, src.Snapshot())
-	})
+	mux.Handle("GET /metrics", metricsHandler(src, h))
 	return mux
 }
 
@@ -155,7 +197,10 @@ type templateJSON struct {
 	Swaps              int64      `json:"swaps"`
 	LastSwap           *time.Time `json:"last_swap"`
 	LastError          string     `json:"last_error"`
+	LastErrorKind      string     `json:"last_error_kind"` // "" or a Kind* constant
 	Rejected           int64      `json:"rejected"`
+	WriteErrors        int64      `json:"write_errors"`
+	ExecErrors         int64      `json:"exec_errors"`
 	Held               bool       `json:"held"`
 	HeldSince          *time.Time `json:"held_since"`
 	HeldBackendsBefore int        `json:"held_backends_before"`
@@ -171,11 +216,21 @@ type proxyJSON struct {
 	Rollbacks       int64      `json:"rollbacks"`
 	LastReload      *time.Time `json:"last_reload"`
 	LastReloadError string     `json:"last_reload_error"`
+	ReloadPending   bool       `json:"reload_pending"`
+	// Up, Deaths and Restarts mean something only when Supervised; they
+	// are there (false, 0) for the others so every entry has one shape.
+	Supervised bool  `json:"supervised"`
+	Up         bool  `json:"up"`
+	Deaths     int64 `json:"deaths"`
+	Restarts   int64 `json:"restarts"`
 }
 
 type runnerJSON struct {
-	Rebuilds       int64 `json:"rebuilds"`
-	OutageRebuilds int64 `json:"outage_rebuilds"`
+	Rebuilds        int64      `json:"rebuilds"`
+	OutageRebuilds  int64      `json:"outage_rebuilds"`
+	ConsulErrors    int64      `json:"consul_errors"`
+	LastConsulError string     `json:"last_consul_error"`
+	ConsulDownSince *time.Time `json:"consul_down_since"` // null: Consul answers
 }
 
 func timeJSON(t time.Time) *time.Time {
@@ -192,120 +247,39 @@ func statusJSON(s Snapshot) statusDoc {
 	doc := statusDoc{
 		Ready: ok, Reason: reason,
 		Templates: []templateJSON{}, Proxies: []proxyJSON{},
-		Runner: runnerJSON{Rebuilds: s.Runner.Rebuilds, OutageRebuilds: s.Runner.OutageRebuilds},
+		Runner: runnerJSON{
+			Rebuilds: s.Runner.Rebuilds, OutageRebuilds: s.Runner.OutageRebuilds,
+			ConsulErrors: s.Runner.ConsulErrors, LastConsulError: s.Runner.LastConsulError,
+			ConsulDownSince: timeJSON(s.Runner.ConsulDownSince),
+		},
 	}
 	for _, t := range s.Templates {
-		emptied := []string{}
-		if t.Held() {
-			emptied = append(emptied, t.HeldEmptied...)
-		}
-		doc.Templates = append(doc.Templates, templateJSON{
-			Source: t.Source, Dest: t.Dest, Proxy: t.Proxy,
-			Accepted: t.Accepted, Swaps: t.Swaps, LastSwap: timeJSON(t.LastSwap),
-			LastError: t.LastError, Rejected: t.Rejected,
-			Held: t.Held(), HeldSince: timeJSON(t.HeldSince),
-			HeldBackendsBefore: t.HeldBackendsBefore, HeldBackendsAfter: t.HeldBackendsAfter,
-			HeldEmptied: emptied, Holds: t.Holds,
-		})
+		doc.Templates = append(doc.Templates, templateDoc(t))
 	}
 	for _, p := range s.Proxies {
 		doc.Proxies = append(doc.Proxies, proxyJSON{
 			Name: p.Name, Reloads: p.Reloads, ReloadFailures: p.ReloadFailures,
 			Rollbacks: p.Rollbacks, LastReload: timeJSON(p.LastReload), LastReloadError: p.LastError,
+			ReloadPending: p.ReloadPending,
+			Supervised:    p.Supervised, Up: p.Up, Deaths: p.Deaths, Restarts: p.Restarts,
 		})
 	}
 	return doc
 }
 
-// metric is one family of the exposition; families are written in this
-// order, samples in the snapshot's sorted order.
-type metric struct {
-	name, typ, help string
-	tmpl            func(Template) float64 // per template, or
-	proxy           func(Proxy) float64    // per proxy, or
-	global          func(Snapshot) float64 // one sample
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
+func templateDoc(t Template) templateJSON {
+	// [] rather than null, and only for the render held now.
+	emptied := []string{}
+	if t.Held() {
+		emptied = append(emptied, t.HeldEmptied...)
 	}
-	return 0
-}
-
-func unix(t time.Time) float64 {
-	if t.IsZero() {
-		return 0
+	return templateJSON{
+		Source: t.Source, Dest: t.Dest, Proxy: t.Proxy,
+		Accepted: t.Accepted, Swaps: t.Swaps, LastSwap: timeJSON(t.LastSwap),
+		LastError: t.LastError, LastErrorKind: t.LastErrorKind, Rejected: t.Rejected,
+		WriteErrors: t.WriteErrors, ExecErrors: t.ExecErrors,
+		Held: t.Held(), HeldSince: timeJSON(t.HeldSince),
+		HeldBackendsBefore: t.HeldBackendsBefore, HeldBackendsAfter: t.HeldBackendsAfter,
+		HeldEmptied: emptied, Holds: t.Holds,
 	}
-	return float64(t.Unix()) + float64(t.Nanosecond())/1e9
 }
-
-const prefix = "switchyard_renderer_"
-
-var metrics = []metric{
-	{name: "ready", typ: "gauge", help: "1 when every template had a render accepted and the last reload of every proxy took.",
-		global: func(s Snapshot) float64 { ok, _ := s.Ready(); return b2f(ok) }},
-	{name: "template_accepted", typ: "gauge", help: "1 once a render of the template has been accepted.",
-		tmpl: func(t Template) float64 { return b2f(t.Accepted) }},
-	{name: "template_error", typ: "gauge", help: "1 while the template's last render was rejected.",
-		tmpl: func(t Template) float64 { return b2f(t.LastError != "") }},
-	{name: "swaps_total", typ: "counter", help: "Rendered configs swapped into the live file.",
-		tmpl: func(t Template) float64 { return float64(t.Swaps) }},
-	{name: "last_swap_timestamp_seconds", typ: "gauge", help: "Unix time of the last swap of the live file (0: never).",
-		tmpl: func(t Template) float64 { return unix(t.LastSwap) }},
-	{name: "renders_rejected_total", typ: "counter", help: "Rendered configs rejected by validation (or rolled back); the live file was not changed.",
-		tmpl: func(t Template) float64 { return float64(t.Rejected) }},
-	{name: "stale_guard_held", typ: "gauge", help: "1 while the stale guard holds a render of the template.",
-		tmpl: func(t Template) float64 { return b2f(t.Held()) }},
-	{name: "stale_guard_holds_total", typ: "counter", help: "Renders held by the stale guard.",
-		tmpl: func(t Template) float64 { return float64(t.Holds) }},
-	{name: "reloads_total", typ: "counter", help: "Proxy reloads that took (verified).",
-		proxy: func(p Proxy) float64 { return float64(p.Reloads) }},
-	{name: "reload_failures_total", typ: "counter", help: "Proxy reloads that did not take.",
-		proxy: func(p Proxy) float64 { return float64(p.ReloadFailures) }},
-	{name: "rollbacks_total", typ: "counter", help: "Failed reloads after which the previous good config was restored.",
-		proxy: func(p Proxy) float64 { return float64(p.Rollbacks) }},
-	{name: "last_reload_timestamp_seconds", typ: "gauge", help: "Unix time of the last reload attempt (0: never).",
-		proxy: func(p Proxy) float64 { return unix(p.LastReload) }},
-	{name: "last_reload_success", typ: "gauge", help: "1 unless the last reload of the proxy did not take.",
-		proxy: func(p Proxy) float64 { return b2f(p.LastError == "") }},
-	{name: "runner_rebuilds_total", typ: "counter", help: "consul-template runners rebuilt after they died.",
-		global: func(s Snapshot) float64 { return float64(s.Runner.Rebuilds) }},
-	{name: "runner_outage_rebuilds_total", typ: "counter", help: "consul-template runners rebuilt after a Consul outage.",
-		global: func(s Snapshot) float64 { return float64(s.Runner.OutageRebuilds) }},
-}
-
-// writeMetrics writes s in the Prometheus text exposition format 0.0.4.
-func writeMetrics(w io.Writer, s Snapshot) {
-	s = s.sorted()
-	var b strings.Builder
-	for _, m := range metrics {
-		name := prefix + m.name
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, escapeHelp(m.help), name, m.typ)
-		switch {
-		case m.tmpl != nil:
-			for _, t := range s.Templates {
-				fmt.Fprintf(&b, "%s{template=\"%s\",dest=\"%s\"} %s\n", name,
-					escapeLabel(t.Source), escapeLabel(t.Dest), formatValue(m.tmpl(t)))
-			}
-		case m.proxy != nil:
-			for _, p := range s.Proxies {
-				fmt.Fprintf(&b, "%s{proxy=\"%s\"} %s\n", name, escapeLabel(p.Name), formatValue(m.proxy(p)))
-			}
-		default:
-			fmt.Fprintf(&b, "%s %s\n", name, formatValue(m.global(s)))
-		}
-	}
-	_, _ = io.WriteString(w, b.String())
-}
-
-// escapeLabel escapes a label value: backslash, double quote and line feed
-// are the only characters the format requires escaping.
-var escapeLabel = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace
-
-// escapeHelp escapes HELP text: backslash and line feed.
-var escapeHelp = strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace
-
-// formatValue writes integers without an exponent and times with their
-// fraction (1712345678.25), both valid Go/Prometheus floats.
-func formatValue(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }

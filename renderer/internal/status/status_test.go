@@ -2,10 +2,7 @@ package status
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -62,6 +59,51 @@ func TestReady(t *testing.T) {
 			s.Proxies[0].LastError = "nginx reload did not take: timeout"
 			return s
 		}, false, "proxy nginx:/srv/b.conf: last reload did not take (see /status)"},
+		{"write failure after an accepted render", func() Snapshot {
+			s := good()
+			s.Templates[0].LastError, s.Templates[0].LastErrorKind, s.Templates[0].WriteErrors = "rename: read-only file system", KindWrite, 1
+			return s
+		}, false, "template /t/b.tmpl -> /srv/b.conf: write failed (see /status)"},
+		{"execute failure after an accepted render", func() Snapshot {
+			s := good()
+			s.Templates[1].LastError, s.Templates[1].LastErrorKind, s.Templates[1].ExecErrors = "template: a.tmpl:3: bad", KindExecute, 2
+			return s
+		}, false, "template /t/a.tmpl -> /srv/a.conf: execute failed (see /status)"},
+		{"validation rejection after an accepted render", func() Snapshot {
+			s := rejected()
+			s.Templates[0].LastErrorKind = KindValidation
+			return s
+		}, true, ""},
+		{"rollback after an accepted render, reload since took", func() Snapshot {
+			s := rejected()
+			s.Templates[0].LastErrorKind = KindRollback
+			return s
+		}, true, ""},
+		{"supervised proxy not up", func() Snapshot {
+			s := good()
+			s.Proxies[0].Supervised, s.Proxies[0].Up, s.Proxies[0].Deaths = true, false, 2
+			return s
+		}, false, "proxy nginx:/srv/b.conf: not running (2 deaths, see /status)"},
+		{"supervised proxy up", func() Snapshot {
+			s := good()
+			s.Proxies[0].Supervised, s.Proxies[0].Up, s.Proxies[0].Deaths, s.Proxies[0].Restarts = true, true, 1, 1
+			return s
+		}, true, ""},
+		{"unsupervised proxy: Up means nothing", func() Snapshot {
+			s := good()
+			s.Proxies[0].Up = false
+			return s
+		}, true, ""},
+		{"reload pending alone", func() Snapshot {
+			s := good()
+			s.Proxies[0].ReloadPending = true
+			return s
+		}, true, ""},
+		{"Consul down alone", func() Snapshot {
+			s := good()
+			s.Runner.ConsulDownSince, s.Runner.ConsulErrors, s.Runner.LastConsulError = t0, 7, "connection refused"
+			return s
+		}, true, ""},
 		{"first unready template in sorted order wins", func() Snapshot {
 			s := good()
 			s.Templates[0].Accepted, s.Templates[1].Accepted = false, false
@@ -105,7 +147,7 @@ func TestHandler(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			Handler(SourceFunc(tc.snap)).ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+			Handler(SourceFunc(tc.snap), nil).ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
 			if rec.Code != tc.code {
 				t.Fatalf("%s %s: %d, want %d\n%s", tc.method, tc.path, rec.Code, tc.code, rec.Body)
 			}
@@ -128,7 +170,7 @@ func TestHandler(t *testing.T) {
 func getJSON(t *testing.T, s Snapshot) statusDoc {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	Handler(SourceFunc(func() Snapshot { return s })).ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	Handler(SourceFunc(func() Snapshot { return s }), nil).ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
 	var doc statusDoc
 	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
 		t.Fatalf("%v\n%s", err, rec.Body)
@@ -156,7 +198,7 @@ func TestStatusJSON(t *testing.T) {
 		s.Templates[1].LastSwap = time.Time{}
 		s.Proxies = append(s.Proxies, Proxy{Name: "haproxy:/srv/h.cfg"})
 		rec := httptest.NewRecorder()
-		Handler(SourceFunc(func() Snapshot { return s })).ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+		Handler(SourceFunc(func() Snapshot { return s }), nil).ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
 		var raw struct {
 			Templates []map[string]any `json:"templates"`
 			Proxies   []map[string]any `json:"proxies"`
@@ -165,26 +207,55 @@ func TestStatusJSON(t *testing.T) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &raw); err != nil {
 			t.Fatal(err)
 		}
-		wantT := []string{"accepted", "dest", "held", "held_backends_after", "held_backends_before", "held_emptied",
-			"held_since", "holds", "last_error", "last_swap", "proxy", "rejected", "source", "swaps"}
+		wantT := []string{"accepted", "dest", "exec_errors", "held", "held_backends_after", "held_backends_before", "held_emptied",
+			"held_since", "holds", "last_error", "last_error_kind", "last_swap", "proxy", "rejected", "source", "swaps", "write_errors"}
 		if got := keys(raw.Templates[0]); got != strings.Join(wantT, ",") {
 			t.Errorf("template fields: %s", got)
 		}
-		wantP := []string{"last_reload", "last_reload_error", "name", "reload_failures", "reloads", "rollbacks"}
+		wantP := []string{"deaths", "last_reload", "last_reload_error", "name", "reload_failures", "reload_pending", "reloads",
+			"restarts", "rollbacks", "supervised", "up"}
 		if got := keys(raw.Proxies[0]); got != strings.Join(wantP, ",") {
 			t.Errorf("proxy fields: %s", got)
 		}
-		if got := keys(raw.Runner); got != "outage_rebuilds,rebuilds" {
+		if got := keys(raw.Runner); got != "consul_down_since,consul_errors,last_consul_error,outage_rebuilds,rebuilds" {
 			t.Errorf("runner fields: %s", got)
 		}
 		if raw.Templates[0]["source"] != "/t/a.tmpl" || raw.Proxies[0]["name"] != "haproxy:/srv/h.cfg" {
 			t.Errorf("not sorted: %v %v", raw.Templates[0]["source"], raw.Proxies[0]["name"])
 		}
-		if raw.Templates[0]["last_swap"] != nil || raw.Proxies[0]["last_reload"] != nil {
+		if raw.Templates[0]["last_swap"] != nil || raw.Proxies[0]["last_reload"] != nil || raw.Runner["consul_down_since"] != nil {
 			t.Errorf("zero times must be null")
 		}
 		if e, ok := raw.Templates[0]["held_emptied"].([]any); !ok || len(e) != 0 {
 			t.Errorf("held_emptied must be [], got %#v", raw.Templates[0]["held_emptied"])
+		}
+	})
+
+	t.Run("failure kinds, supervision and Consul", func(t *testing.T) {
+		s := good()
+		s.Templates[0].LastError, s.Templates[0].LastErrorKind = "write /srv/.b.conf.staged-1: no space left on device", KindWrite
+		s.Templates[0].WriteErrors, s.Templates[0].ExecErrors = 3, 1
+		s.Proxies[0].ReloadPending, s.Proxies[0].Supervised, s.Proxies[0].Up = true, true, true
+		s.Proxies[0].Deaths, s.Proxies[0].Restarts = 2, 2
+		s.Runner.ConsulErrors, s.Runner.LastConsulError, s.Runner.ConsulDownSince = 5, "dial tcp: connection refused", t0.In(time.FixedZone("X", 3600))
+		doc := getJSON(t, s)
+		tp, p, r := doc.Templates[1], doc.Proxies[0], doc.Runner
+		if tp.LastErrorKind != "write" || tp.WriteErrors != 3 || tp.ExecErrors != 1 {
+			t.Errorf("template failure not exposed: %+v", tp)
+		}
+		if !p.ReloadPending || !p.Supervised || !p.Up || p.Deaths != 2 || p.Restarts != 2 {
+			t.Errorf("proxy supervision not exposed: %+v", p)
+		}
+		if r.ConsulErrors != 5 || r.LastConsulError != "dial tcp: connection refused" || r.ConsulDownSince == nil || !r.ConsulDownSince.Equal(t0) {
+			t.Errorf("runner Consul state not exposed: %+v", r)
+		}
+		if doc.Ready || doc.Reason != "template /t/b.tmpl -> /srv/b.conf: write failed (see /status)" {
+			t.Errorf("ready %v %q", doc.Ready, doc.Reason)
+		}
+		rec := httptest.NewRecorder()
+		Handler(SourceFunc(func() Snapshot { return s }), nil).ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+		if !strings.Contains(rec.Body.String(), `"consul_down_since": "2025-03-04T05:06:07.25Z"`) {
+			t.Errorf("consul_down_since must be RFC 3339 in UTC:\n%s", rec.Body)
 		}
 	})
 
@@ -208,233 +279,4 @@ func keys(m map[string]any) string {
 	}
 	slices.Sort(out)
 	return strings.Join(out, ",")
-}
-
-// sample is one parsed exposition line.
-type sample struct {
-	name   string
-	labels map[string]string
-	value  string
-}
-
-var (
-	sampleRe = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$`)
-	labelRe  = regexp.MustCompile(`^([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)`)
-)
-
-// parseExposition is a strict reader of the text format, enough to check
-// what we write: HELP/TYPE before samples, escaped label values.
-func parseExposition(t *testing.T, body string) []sample {
-	t.Helper()
-	if !strings.HasSuffix(body, "\n") {
-		t.Fatalf("exposition must end with a line feed")
-	}
-	typed := map[string]bool{}
-	var out []sample
-	for _, line := range strings.Split(strings.TrimSuffix(body, "\n"), "\n") {
-		if f, ok := strings.CutPrefix(line, "# TYPE "); ok {
-			name, typ, _ := strings.Cut(f, " ")
-			if typ != "counter" && typ != "gauge" {
-				t.Errorf("bad type: %q", line)
-			}
-			if strings.HasSuffix(name, "_total") != (typ == "counter") {
-				t.Errorf("counters and only counters end in _total: %q", line)
-			}
-			typed[name] = true
-			continue
-		}
-		if strings.HasPrefix(line, "# HELP ") {
-			continue
-		}
-		m := sampleRe.FindStringSubmatch(line)
-		if m == nil {
-			t.Fatalf("not a sample line: %q", line)
-		}
-		if !typed[m[1]] {
-			t.Errorf("sample before its TYPE: %q", line)
-		}
-		s := sample{name: m[1], labels: map[string]string{}, value: m[4]}
-		for rest := m[3]; rest != ""; {
-			lm := labelRe.FindStringSubmatch(rest)
-			if lm == nil {
-				t.Fatalf("bad labels in %q at %q", line, rest)
-			}
-			s.labels[lm[1]] = unescape(lm[2])
-			rest = rest[len(lm[0]):]
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
-func unescape(v string) string {
-	return strings.NewReplacer(`\\`, `\`, `\"`, `"`, `\n`, "\n").Replace(v)
-}
-
-func find(ss []sample, name string, labels map[string]string) (string, bool) {
-next:
-	for _, s := range ss {
-		if s.name != name || len(s.labels) != len(labels) {
-			continue
-		}
-		for k, v := range labels {
-			if s.labels[k] != v {
-				continue next
-			}
-		}
-		return s.value, true
-	}
-	return "", false
-}
-
-func TestMetrics(t *testing.T) {
-	hostile := `/srv/we"ird\dir` + "\n" + `x.tmpl`
-	for _, tc := range []struct {
-		name string
-		snap func() Snapshot
-		want map[string]string // "name label=value,label=value" -> value
-		line []string          // raw lines, escaping as written
-	}{
-		{
-			name: "healthy",
-			snap: good,
-			want: map[string]string{
-				"switchyard_renderer_ready": "1",
-				"switchyard_renderer_swaps_total template=/t/b.tmpl,dest=/srv/b.conf":                 "2",
-				"switchyard_renderer_renders_rejected_total template=/t/b.tmpl,dest=/srv/b.conf":      "0",
-				"switchyard_renderer_stale_guard_held template=/t/a.tmpl,dest=/srv/a.conf":            "0",
-				"switchyard_renderer_last_swap_timestamp_seconds template=/t/a.tmpl,dest=/srv/a.conf": "1741064767.25",
-				"switchyard_renderer_reloads_total proxy=nginx:/srv/b.conf":                           "1",
-				"switchyard_renderer_reload_failures_total proxy=nginx:/srv/b.conf":                   "0",
-				"switchyard_renderer_last_reload_success proxy=nginx:/srv/b.conf":                     "1",
-				"switchyard_renderer_runner_rebuilds_total":                                           "1",
-				"switchyard_renderer_runner_outage_rebuilds_total":                                    "2",
-				"switchyard_renderer_template_accepted template=/t/a.tmpl,dest=/srv/a.conf":           "1",
-				"switchyard_renderer_template_error template=/t/a.tmpl,dest=/srv/a.conf":              "0",
-				"switchyard_renderer_last_reload_timestamp_seconds proxy=nginx:/srv/b.conf":           "1741064767.25",
-				"switchyard_renderer_stale_guard_holds_total template=/t/b.tmpl,dest=/srv/b.conf":     "0",
-				"switchyard_renderer_rollbacks_total proxy=nginx:/srv/b.conf":                         "0",
-				"switchyard_renderer_template_error template=/t/b.tmpl,dest=/srv/b.conf":              "0",
-				"switchyard_renderer_last_swap_timestamp_seconds template=/t/b.tmpl,dest=/srv/b.conf": "1741064767.25",
-				"switchyard_renderer_stale_guard_held template=/t/b.tmpl,dest=/srv/b.conf":            "0",
-				"switchyard_renderer_template_accepted template=/t/b.tmpl,dest=/srv/b.conf":           "1",
-				"switchyard_renderer_renders_rejected_total template=/t/a.tmpl,dest=/srv/a.conf":      "0",
-				"switchyard_renderer_swaps_total template=/t/a.tmpl,dest=/srv/a.conf":                 "1",
-				"switchyard_renderer_stale_guard_holds_total template=/t/a.tmpl,dest=/srv/a.conf":     "0",
-			},
-		},
-		{
-			name: "rejected, held, failed reload",
-			snap: func() Snapshot {
-				s := rejected()
-				s.Templates[0].Holds, s.Templates[0].HeldSince = 1, t0
-				s.Proxies[0].ReloadFailures, s.Proxies[0].Rollbacks, s.Proxies[0].LastError = 2, 1, "timeout"
-				return s
-			},
-			want: map[string]string{
-				"switchyard_renderer_ready": "0",
-				"switchyard_renderer_renders_rejected_total template=/t/b.tmpl,dest=/srv/b.conf":  "3",
-				"switchyard_renderer_template_error template=/t/b.tmpl,dest=/srv/b.conf":          "1",
-				"switchyard_renderer_stale_guard_held template=/t/b.tmpl,dest=/srv/b.conf":        "1",
-				"switchyard_renderer_stale_guard_holds_total template=/t/b.tmpl,dest=/srv/b.conf": "1",
-				"switchyard_renderer_reload_failures_total proxy=nginx:/srv/b.conf":               "2",
-				"switchyard_renderer_rollbacks_total proxy=nginx:/srv/b.conf":                     "1",
-				"switchyard_renderer_last_reload_success proxy=nginx:/srv/b.conf":                 "0",
-			},
-		},
-		{
-			name: "label values are escaped",
-			snap: func() Snapshot {
-				return Snapshot{
-					Templates: []Template{{Source: hostile, Dest: `C:\srv\a "b".conf`, Proxy: "nginx:" + hostile, Rejected: 1}},
-					Proxies:   []Proxy{{Name: "nginx:" + hostile, Reloads: 4}},
-				}
-			},
-			want: map[string]string{
-				"switchyard_renderer_renders_rejected_total template=" + hostile + `,dest=C:\srv\a "b".conf`: "1",
-				"switchyard_renderer_reloads_total proxy=nginx:" + hostile:                                   "4",
-				"switchyard_renderer_ready": "0",
-			},
-			line: []string{
-				`switchyard_renderer_renders_rejected_total{template="/srv/we\"ird\\dir\nx.tmpl",dest="C:\\srv\\a \"b\".conf"} 1`,
-				`switchyard_renderer_reloads_total{proxy="nginx:/srv/we\"ird\\dir\nx.tmpl"} 4`,
-			},
-		},
-		{
-			name: "nothing configured: families without samples, globals",
-			snap: func() Snapshot { return Snapshot{} },
-			want: map[string]string{"switchyard_renderer_ready": "1", "switchyard_renderer_runner_rebuilds_total": "0"},
-		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewServer(Handler(SourceFunc(tc.snap)))
-			defer srv.Close()
-			resp, err := http.Get(srv.URL + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body := string(b)
-			samples := parseExposition(t, body)
-			for key, want := range tc.want {
-				name, lbl, _ := strings.Cut(key, " ")
-				labels := map[string]string{}
-				if lbl != "" {
-					// The test values hold no "," or "=" of their own.
-					for _, kv := range strings.Split(lbl, ",") {
-						k, v, _ := strings.Cut(kv, "=")
-						labels[k] = v
-					}
-				}
-				got, ok := find(samples, name, labels)
-				if !ok {
-					t.Errorf("no sample %s %v in\n%s", name, labels, body)
-					continue
-				}
-				if got != want {
-					t.Errorf("%s %v = %s, want %s", name, labels, got, want)
-				}
-			}
-			for _, l := range tc.line {
-				if !strings.Contains(body, l+"\n") {
-					t.Errorf("line %s missing from\n%s", l, body)
-				}
-			}
-			if n := len(samples); n != expectedSamples(tc.snap()) {
-				t.Errorf("%d samples, want %d", n, expectedSamples(tc.snap()))
-			}
-		})
-	}
-}
-
-func expectedSamples(s Snapshot) int {
-	n := 0
-	for _, m := range metrics {
-		switch {
-		case m.tmpl != nil:
-			n += len(s.Templates)
-		case m.proxy != nil:
-			n += len(s.Proxies)
-		default:
-			n++
-		}
-	}
-	return n
-}
-
-func TestHelpAndNames(t *testing.T) {
-	seen := map[string]bool{}
-	for _, m := range metrics {
-		if seen[m.name] {
-			t.Errorf("duplicate metric %s", m.name)
-		}
-		seen[m.name] = true
-		if strings.ContainsAny(m.help, "\n\\") {
-			t.Errorf("%s: help needs escaping; keep it plain", m.name)
-		}
-	}
-	if got := escapeHelp("a\\b\nc"); got != `a\\b\nc` {
-		t.Errorf("escapeHelp = %q", got)
-	}
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/consul-template/renderer"
 
 	"github.com/switchyard/switchyard/renderer/internal/pipeline"
+	"github.com/switchyard/switchyard/renderer/internal/policy"
+	"github.com/switchyard/switchyard/renderer/internal/status"
 )
 
 type fakeEngine struct {
@@ -29,16 +31,17 @@ func newFakeEngine() *fakeEngine {
 	return &fakeEngine{stop: make(chan struct{}), fatal: make(chan error),
 		serverErr: make(chan error, 1), events: make(chan struct{}, 1)}
 }
-func (e *fakeEngine) Start()                  { <-e.stop }
-func (e *fakeEngine) Stop()                   { e.once.Do(func() { close(e.stop) }) }
-func (e *fakeEngine) Fatal() <-chan error     { return e.fatal }
-func (e *fakeEngine) ServerErr() <-chan error { return e.serverErr }
-func (e *fakeEngine) Events() <-chan struct{} { return e.events }
-func (e *fakeEngine) TemplateErrors() []error { return nil }
+func (e *fakeEngine) Start()                           { <-e.stop }
+func (e *fakeEngine) Stop()                            { e.once.Do(func() { close(e.stop) }) }
+func (e *fakeEngine) Fatal() <-chan error              { return e.fatal }
+func (e *fakeEngine) ServerErr() <-chan error          { return e.serverErr }
+func (e *fakeEngine) Events() <-chan struct{}          { return e.events }
+func (e *fakeEngine) TemplateErrors() map[string]error { return nil }
 
 type fakeProxy struct {
 	mu              sync.Mutex
 	starts, reloads int
+	reloadErr       error // the next Reload fails (could not ask)
 	verifyErr       error
 	stickyErr       bool // verifyErr fails every Verify, not just the next
 	supervised      bool
@@ -57,9 +60,21 @@ func (f *fakeProxy) Start(context.Context) error {
 }
 func (f *fakeProxy) Reload(context.Context) error {
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.reloadErr; err != nil {
+		f.reloadErr = nil
+		return err
+	}
 	f.reloads++
-	f.mu.Unlock()
 	return nil
+}
+func (f *fakeProxy) Supervised() bool { return f.supervised }
+
+// die ends the supervised proxy's process, as kill -9 does.
+func (f *fakeProxy) die() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.exited)
 }
 func (f *fakeProxy) Verify(context.Context) error {
 	f.mu.Lock()
@@ -87,6 +102,7 @@ func (f *fakeProxy) counts() (int, int) {
 
 type harness struct {
 	dest    string
+	rec     *status.Recorder
 	pipe    *pipeline.Pipeline
 	proxy   *fakeProxy
 	sup     *Supervisor
@@ -105,8 +121,11 @@ func startWith(t *testing.T, supervised bool, wmin, wmax time.Duration, opt func
 	t.Helper()
 	h := &harness{dest: filepath.Join(t.TempDir(), "proxy.conf"), proxy: &fakeProxy{supervised: supervised},
 		engines: make(chan *fakeEngine, 10), done: make(chan error, 1)}
-	h.pipe = pipeline.New(context.Background(), pipeline.Options{}, []pipeline.Target{{Template: "t", Dest: h.dest, Proxy: "p"}})
+	h.rec = status.NewRecorder(nil)
+	h.rec.AddTemplate("t", h.dest, "p")
+	h.pipe = pipeline.New(context.Background(), pipeline.Options{Status: h.rec}, []pipeline.Target{{Template: "t", Dest: h.dest, Proxy: "p"}})
 	o := Options{
+		Status:    h.rec,
 		NewEngine: func() (Engine, error) { e := newFakeEngine(); h.engines <- e; return e, nil },
 		Pipeline:  h.pipe,
 		Proxies:   map[string]Reloader{"p": h.proxy},
@@ -121,12 +140,19 @@ func startWith(t *testing.T, supervised bool, wmin, wmax time.Duration, opt func
 	go func() { h.done <- h.sup.Run(ctx) }()
 	t.Cleanup(func() {
 		h.cancel()
-		if err := <-h.done; err != nil {
+		if err := <-h.done; err != nil && !errors.Is(err, errExpected) {
 			t.Errorf("Run: %v", err)
 		}
 	})
 	return h
 }
+
+// errExpected is what a test that ends Run itself leaves in h.done.
+var errExpected = errors.New("run already ended")
+
+func (h *harness) proxyStatus() status.Proxy   { return h.rec.Snapshot().Proxies[0] }
+func (h *harness) tmplStatus() status.Template { return h.rec.Snapshot().Templates[0] }
+func (h *harness) runner() status.Runner       { return h.rec.Snapshot().Runner }
 
 func (h *harness) render(t *testing.T, s string) {
 	t.Helper()
@@ -210,16 +236,13 @@ func TestFailedReloadRollsBack(t *testing.T) {
 		if b, _ := os.ReadFile(h.dest); string(b) != "good" {
 			t.Fatalf("live = %q, want the rolled-back %q", b, "good")
 		}
-		if st := h.sup.Stats(); st.FailedReloads != 1 {
-			t.Errorf("stats %+v", st)
-		}
 		// The rollback's reload took: the proxy serves "good", verified.
-		if ps := h.sup.ProxyStats()["p"]; ps.FailedReloads != 1 || ps.Rollbacks != 1 || ps.Reloads != 1 ||
-			ps.LastError != nil || ps.LastReload.IsZero() {
-			t.Errorf("proxy stats %+v", ps)
+		if ps := h.proxyStatus(); ps.ReloadFailures != 1 || ps.Rollbacks != 1 || ps.Reloads != 2 ||
+			ps.LastError != "" || ps.LastReload.IsZero() {
+			t.Errorf("proxy status %+v", ps)
 		}
-		if st := h.pipe.Status()[h.dest]; st.Rejected != 1 || st.LastError == nil || st.Swaps != 2 {
-			t.Errorf("pipeline status %+v", st)
+		if st := h.tmplStatus(); st.Rejected != 1 || st.LastErrorKind != status.KindRollback || st.Swaps != 2 {
+			t.Errorf("template status %+v", st)
 		}
 	})
 }
@@ -234,9 +257,10 @@ func TestFailedRollbackReloadIsReported(t *testing.T) {
 		h.proxy.mu.Unlock()
 		h.render(t, "breaks-at-reload")
 		time.Sleep(time.Second)
-		ps := h.sup.ProxyStats()["p"]
-		if ps.FailedReloads != 1 || ps.Rollbacks != 1 || ps.LastError == nil ||
-			!strings.Contains(ps.LastError.Error(), "reload after rollback: proxy wedged") {
+		ps := h.proxyStatus()
+		// The reload failed, and so did the one after the rollback.
+		if ps.ReloadFailures != 2 || ps.Rollbacks != 1 ||
+			!strings.Contains(ps.LastError, "reload after rollback: proxy wedged") {
 			t.Errorf("proxy stats %+v", ps)
 		}
 	})
@@ -253,23 +277,10 @@ func TestRunnerRebuiltAfterFatal(t *testing.T) {
 		default:
 			t.Fatal("runner not rebuilt")
 		}
-		if h.sup.Stats().Rebuilds != 1 {
-			t.Errorf("rebuilds = %d", h.sup.Stats().Rebuilds)
+		if r := h.runner(); r.Rebuilds != 1 {
+			t.Errorf("rebuilds = %d", r.Rebuilds)
 		}
 	})
-}
-
-func TestParseStdLog(t *testing.T) {
-	for _, c := range []struct{ in, comp, msg string }{
-		{"[WARN] (runner) watching 200 dependencies", "runner", "watching 200 dependencies"},
-		{"[ERR] (view) health.service(web): connection refused", "view", "health.service(web): connection refused"},
-		{"plain line", "", "plain line"},
-	} {
-		_, comp, msg := parseStdLog(c.in)
-		if comp != c.comp || msg != c.msg {
-			t.Errorf("%q -> %q %q", c.in, comp, msg)
-		}
-	}
 }
 
 // fakeConsul is Options.ConsulUp: down until the test brings it back.
@@ -346,7 +357,7 @@ func TestRunnerRebuiltWhenConsulAnswersAgain(t *testing.T) {
 		if took := time.Since(back); took > 2*time.Second {
 			t.Errorf("rebuilt %s after Consul came back, want within 2s (the probe interval)", took)
 		}
-		if st := h.sup.Stats(); st.OutageRebuilds != 1 || st.Rebuilds != 0 {
+		if st := h.runner(); st.OutageRebuilds != 1 || st.Rebuilds != 0 || st.ConsulErrors != 1 {
 			t.Errorf("stats %+v, want one outage rebuild", st)
 		}
 		// The new runner's watches are at index 0: its own errors (Consul
@@ -395,8 +406,8 @@ func TestOutageRebuildsBackOff(t *testing.T) {
 		}
 		for i := 2; i < len(at); i++ {
 			gap, prev := at[i].Sub(at[i-1]), at[i-1].Sub(at[i-2])
-			if gap < prev || gap > outageGapMax+probeMax {
-				t.Errorf("rebuild %d: gap %s after %s, want non-decreasing and at most %s", i, gap, prev, outageGapMax)
+			if gap < prev || gap > policy.OutageGapCap+policy.ProbeMax {
+				t.Errorf("rebuild %d: gap %s after %s, want non-decreasing and at most %s", i, gap, prev, policy.OutageGapCap)
 			}
 		}
 		// Quiet for two minutes, then an outage: rebuilt as soon as
@@ -438,7 +449,7 @@ func TestOutageRebuildWithoutProbe(t *testing.T) {
 			time.Sleep(5 * time.Second)
 		}
 		h.noEngine(t, "on errors of the new runner")
-		if st := h.sup.Stats(); st.OutageRebuilds != 1 {
+		if st := h.runner(); st.OutageRebuilds != 1 {
 			t.Errorf("stats %+v", st)
 		}
 	})

@@ -1,0 +1,87 @@
+package pipeline
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/switchyard/switchyard/renderer/internal/status"
+)
+
+// Loaded is the outcome of Load.
+type Loaded struct {
+	Err         error    // the load's own error; nil: it took
+	Restored    []string // files put back to their last proved generation
+	RollbackErr error    // restoring failed for some file
+	RetryErr    error    // the load after the rollback; nil: the restored files serve
+}
+
+// Load runs load, a start or reload of proxy and its verification, with
+// every file frozen: no render, held apply or rollback changes one while
+// it runs. When it took, the live generations are recorded as proved.
+// When it did not, every file of proxy that changed since the last proved
+// generation is put back to exactly that one (the render that failed is
+// refused until its bytes change), and load runs once more. A load that
+// found nothing to load (NotRunning) changes nothing.
+func (p *Pipeline) Load(proxy string, load func() error) Loaded {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	err := load()
+	if err == nil {
+		p.proved(proxy)
+		return Loaded{}
+	}
+	if isNotRunning(err) {
+		return Loaded{Err: err}
+	}
+	out := Loaded{Err: err}
+	out.Restored, out.RollbackErr = p.rollback(proxy, err)
+	if len(out.Restored) > 0 {
+		if out.RetryErr = load(); out.RetryErr == nil {
+			p.proved(proxy)
+		}
+	}
+	return out
+}
+
+func (p *Pipeline) proved(proxy string) {
+	for _, d := range p.Destinations(proxy) {
+		if f := p.files[d]; f.live != 0 {
+			f.verified = f.live
+		}
+	}
+}
+
+func (p *Pipeline) rollback(proxy string, cause error) ([]string, error) {
+	var restored []string
+	var errs []error
+	for _, d := range p.Destinations(proxy) {
+		t, f := p.targets[d], p.files[d]
+		if f.verified == 0 || f.live == f.verified {
+			continue // nothing newer than what served, or nothing proved
+		}
+		cur, err := os.ReadFile(d)
+		if err == nil {
+			err = restoreGeneration(d, f.verified, t.Owner)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rollback %s to generation %d: %w", d, f.verified, err))
+			continue
+		}
+		f.refused, f.hasRefused = sha256.Sum256(cur), true
+		f.live = f.verified
+		restored = append(restored, d)
+		p.rec.Failed(d, status.KindRollback, cause)
+		p.log.Warn("rolled back to the last generation a reload proved", "template", t.Template,
+			"dest", d, "proxy", proxy, "generation", f.verified)
+	}
+	return restored, errors.Join(errs...)
+}
+
+// isNotRunning recognises a reloader's "nothing to reload" error: any
+// error in the chain with a NotRunning() bool method returning true.
+func isNotRunning(err error) bool {
+	var nr interface{ NotRunning() bool }
+	return errors.As(err, &nr) && nr.NotRunning()
+}
