@@ -39,16 +39,6 @@ const (
 	consulOutageShort = 10 * time.Second
 )
 
-// Log messages of the renderer the tests wait for (renderer/internal/...).
-const (
-	logSwapped       = "config swapped"
-	logHeld          = "stale guard: render removes too many backends; holding it"
-	logHeldApplied   = "stale guard: hold-down passed and Consul still says so; applying"
-	logReloadFailed  = "reload did not take"
-	logRolledBack    = "rolled back to the previous good generation"
-	logRolledBackRel = "rolled back and reloaded the previous good config"
-)
-
 // backend is one instance of a service: an HTTP server on 127.0.0.1 that
 // answers "hello from NAME".
 type backend struct {
@@ -107,11 +97,12 @@ func shippedTemplate(t *testing.T) string {
 // proxyHost is one proxy host: a renderer process supervising nginx in a
 // prefix dir of its own, nginx listening on listen.
 type proxyHost struct {
-	prefix   string
-	conf     string // the live nginx.conf
-	listen   string // 127.0.0.1:PORT
-	renderer *testenv.Process
-	client   *http.Client
+	prefix     string
+	conf       string // the live nginx.conf
+	listen     string // 127.0.0.1:PORT
+	statusAddr string // 127.0.0.1:PORT of the renderer's /ready, /status and /metrics
+	renderer   *testenv.Process
+	client     *http.Client
 }
 
 // startProxyHost starts the renderer (built from source) in supervise mode
@@ -121,9 +112,10 @@ func startProxyHost(t *testing.T, name string, c *testenv.Consul, tmpl, prefix, 
 	t.Helper()
 	bin := testenv.BuildBinary(t, "github.com/switchyard/switchyard/renderer")
 	h := &proxyHost{
-		prefix: prefix,
-		conf:   filepath.Join(prefix, "nginx.conf"),
-		listen: listen,
+		prefix:     prefix,
+		conf:       filepath.Join(prefix, "nginx.conf"),
+		listen:     listen,
+		statusAddr: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),
 		// A new connection per request: keep-alive clients lose requests
 		// across any nginx reload (COMPAT §3); what we measure here is the
 		// renderer, not that known limit.
@@ -135,6 +127,7 @@ func startProxyHost(t *testing.T, name string, c *testenv.Consul, tmpl, prefix, 
 		"--proxy", "nginx", "--proxy-mode", "supervise",
 		"--nginx-bin", testenv.NginxBinary(t), "--nginx-prefix", prefix,
 		"--wait", "50ms:500ms",
+		"--status-addr", h.statusAddr,
 	}, extra...)
 	// Registered before StartProcess, so it runs after the process stopped:
 	// the renderer is built with -race when the tests run under it.
@@ -224,12 +217,6 @@ func (h *proxyHost) serves(svc string, want ...string) error {
 		}
 	}
 	return fmt.Errorf("%s: want answers from %v, saw %v", svc, want, seen)
-}
-
-// countLog counts the log lines whose message is msg (the text handler
-// quotes it), so a message quoted again inside an err= value does not count.
-func countLog(p *testenv.Process, msg string) int {
-	return strings.Count(p.Log(), "msg="+strconv.Quote(msg))
 }
 
 // upstreams parses a rendered nginx.conf: backend server lines per
