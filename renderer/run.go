@@ -174,6 +174,7 @@ func wire(ctx context.Context, c *cli.Context, cfg *config.Config, m mode, log *
 		WaitMin: cfg.WaitMin, WaitMax: cfg.WaitMax, MinReloadGap: cfg.MinReloadGap,
 		Once: m != modeDaemon, MaxProxyDeaths: cfg.MaxProxyDeaths,
 		Reread: rereadOn(ctx, m), CheckTemplates: func() map[string]error { return cfg.CheckTemplates(fm) },
+		Dests: cfg.Dests(),
 	})
 	// The status server is the daemon's: once and plan are over before
 	// anyone would scrape them.

@@ -29,6 +29,15 @@ func (c *Config) CheckTemplates(funcs texttemplate.FuncMap) map[string]error {
 	return out
 }
 
+// Dests lists every template's destination.
+func (c *Config) Dests() []string {
+	out := make([]string, 0, len(c.Templates))
+	for _, t := range c.Templates {
+		out = append(out, t.Dest)
+	}
+	return out
+}
+
 // parseErr matches text/template's "template: NAME:LINE[:COL]: message"
 // after consul-template's "parse: " prefix.
 var parseErr = regexp.MustCompile(`^parse: template: [^:]*:(\d+)(?::\d+)?: (.*)$`)

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -89,6 +90,11 @@ func run(ctx context.Context, timeout time.Duration, bin string, args ...string)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
+	// A validator is often a shell running other programs: on timeout the
+	// whole process group goes, or a hung grandchild would outlive every
+	// render that timed out (and hold our output pipe until WaitDelay).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
 	err := Start(cmd)
 	if err == nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -245,6 +246,35 @@ func TestCommandValidator(t *testing.T) {
 	if err := c.Validate(context.Background(), path); !errors.As(err, &ve) {
 		t.Fatalf("want ValidationError, got %v", err)
 	}
+}
+
+// TestCommandTimeoutKillsTheGroup: a validator that hangs is a shell
+// with a child; at the timeout both go, and the verdict comes at the
+// timeout, not after the child would have ended.
+func TestCommandTimeoutKillsTheGroup(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "sleep.pid")
+	c := Command{Line: "sleep 30 & echo $! > " + pidFile + "; wait", Timeout: 500 * time.Millisecond}
+	start := time.Now()
+	err := c.Validate(context.Background(), filepath.Join(dir, "x.conf"))
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("Validate = %v, want a timeout", err)
+	}
+	if took > 1400*time.Millisecond {
+		t.Errorf("verdict after %s, want about the 500ms timeout", took)
+	}
+	b, _ := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid == 0 {
+		t.Fatal("no pid recorded")
+	}
+	testenv.Eventually(t, 2*time.Second, func() error {
+		if alive(pid) {
+			return fmt.Errorf("the validator's child %d outlived the timeout", pid)
+		}
+		return nil
+	})
 }
 
 func TestCaddySuperviseReload(t *testing.T) {

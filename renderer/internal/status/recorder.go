@@ -102,6 +102,19 @@ func (r *Recorder) Failed(dest, kind string, err error) {
 	})
 }
 
+// ParseFailed records that the template of dest, read again, does not
+// parse (err), or that it parses again (nil).
+func (r *Recorder) ParseFailed(dest string, err error) {
+	text := r.errText(err)
+	r.template(dest, func(t *Template) {
+		t.ParseError = text
+		if err != nil {
+			t.ExecErrors++
+			t.LastError, t.LastErrorKind = text, KindExecute
+		}
+	})
+}
+
 // HoldInfo describes a render the stale guard holds.
 type HoldInfo struct {
 	Since         time.Time

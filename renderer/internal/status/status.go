@@ -40,6 +40,10 @@ type Template struct {
 	Rejected      int64 // renders that never went live (validation, or rolled back)
 	WriteErrors   int64 // failed reads, stages and swaps of the files
 	ExecErrors    int64 // template executions that failed
+	// ParseError: the template file no longer parses (read again on
+	// SIGHUP); the previous version keeps rendering. It stays until a
+	// read of the templates succeeds, whatever renders meanwhile.
+	ParseError string
 
 	// Stale guard: Holds counts held renders so far; the rest describes
 	// the render held now (HeldSince zero: none).
@@ -122,6 +126,9 @@ func (s Snapshot) Ready() (ok bool, reason string) {
 		// A rejected render leaves a validated config serving: still
 		// ready. A write or execute failure means the file can no longer
 		// follow Consul at all.
+		if t.ParseError != "" {
+			return false, fmt.Sprintf("template %s: does not parse; the previous version still renders (see /status)", t.Source)
+		}
 		if t.LastErrorKind == KindWrite || t.LastErrorKind == KindExecute {
 			return false, fmt.Sprintf("template %s -> %s: %s failed (see /status)", t.Source, t.Dest, t.LastErrorKind)
 		}
@@ -201,6 +208,7 @@ type templateJSON struct {
 	Rejected           int64      `json:"rejected"`
 	WriteErrors        int64      `json:"write_errors"`
 	ExecErrors         int64      `json:"exec_errors"`
+	ParseError         string     `json:"parse_error"`
 	Held               bool       `json:"held"`
 	HeldSince          *time.Time `json:"held_since"`
 	HeldBackendsBefore int        `json:"held_backends_before"`
@@ -277,7 +285,7 @@ func templateDoc(t Template) templateJSON {
 		Source: t.Source, Dest: t.Dest, Proxy: t.Proxy,
 		Accepted: t.Accepted, Swaps: t.Swaps, LastSwap: timeJSON(t.LastSwap),
 		LastError: t.LastError, LastErrorKind: t.LastErrorKind, Rejected: t.Rejected,
-		WriteErrors: t.WriteErrors, ExecErrors: t.ExecErrors,
+		WriteErrors: t.WriteErrors, ExecErrors: t.ExecErrors, ParseError: t.ParseError,
 		Held: t.Held(), HeldSince: timeJSON(t.HeldSince),
 		HeldBackendsBefore: t.HeldBackendsBefore, HeldBackendsAfter: t.HeldBackendsAfter,
 		HeldEmptied: emptied, Holds: t.Holds,

@@ -208,7 +208,7 @@ func TestStatusJSON(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantT := []string{"accepted", "dest", "exec_errors", "held", "held_backends_after", "held_backends_before", "held_emptied",
-			"held_since", "holds", "last_error", "last_error_kind", "last_swap", "proxy", "rejected", "source", "swaps", "write_errors"}
+			"held_since", "holds", "last_error", "last_error_kind", "last_swap", "parse_error", "proxy", "rejected", "source", "swaps", "write_errors"}
 		if got := keys(raw.Templates[0]); got != strings.Join(wantT, ",") {
 			t.Errorf("template fields: %s", got)
 		}

@@ -140,3 +140,47 @@ func TestHeldRenderAppliedByTheLoop(t *testing.T) {
 		synctest.Wait()
 	})
 }
+
+// TestBrokenTemplateEditStaysVisible: a SIGHUP whose templates do not
+// parse keeps the running runner, and the failure stays on /status (not
+// ready) through later renders of the old template, until a read that
+// parses.
+func TestBrokenTemplateEditStaysVisible(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reread := make(chan struct{}, 1)
+		broken := errors.New("template t: line 3: unexpected EOF")
+		var parseErr error
+		h := startWith(t, false, 0, 0, func(o *Options) {
+			o.Reread = reread
+			o.CheckTemplates = func() map[string]error {
+				if parseErr != nil {
+					return map[string]error{o.Dests[0]: parseErr}
+				}
+				return nil
+			}
+		})
+		<-h.engines
+		h.render(t, "v0")
+		synctest.Wait()
+		parseErr = broken
+		reread <- struct{}{}
+		synctest.Wait()
+		h.noEngine(t, "after a SIGHUP with a broken template")
+		h.render(t, "v1") // the old template still renders
+		synctest.Wait()
+		if ok, _ := h.rec.Snapshot().Ready(); ok || h.tmplStatus().ParseError == "" {
+			t.Fatalf("broken template not visible after a render: %+v", h.tmplStatus())
+		}
+		parseErr = nil
+		reread <- struct{}{}
+		synctest.Wait()
+		select {
+		case <-h.engines:
+		default:
+			t.Fatal("templates not read again after they parse")
+		}
+		if ok, reason := h.rec.Snapshot().Ready(); !ok {
+			t.Fatalf("not ready after the fix: %s", reason)
+		}
+	})
+}

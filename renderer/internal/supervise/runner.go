@@ -164,9 +164,12 @@ func (l *loop) onPass() error {
 // onReread reads the templates again (SIGHUP), only if they all parse.
 func (l *loop) onReread() error {
 	if l.o.CheckTemplates != nil {
-		if errs := l.o.CheckTemplates(); len(errs) > 0 {
+		errs := l.o.CheckTemplates()
+		for _, dest := range l.o.Dests {
+			l.rec.ParseFailed(dest, errs[dest])
+		}
+		if len(errs) > 0 {
 			for _, dest := range sortedKeys(errs) {
-				l.rec.Failed(dest, status.KindExecute, errs[dest])
 				l.log.Error("template does not parse; keeping the running templates", "dest", dest, "err", errs[dest])
 			}
 			return nil

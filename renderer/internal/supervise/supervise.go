@@ -104,6 +104,7 @@ type Options struct {
 	// broken edit never replaces a working runner.
 	Reread         <-chan struct{}
 	CheckTemplates func() map[string]error
+	Dests          []string // every destination, to clear what parses again
 }
 
 // Supervisor runs the renderer's main loop.

@@ -125,6 +125,7 @@ func startWith(t *testing.T, supervised bool, wmin, wmax time.Duration, opt func
 	h.rec.AddTemplate("t", h.dest, "p")
 	h.pipe = pipeline.New(context.Background(), pipeline.Options{Status: h.rec}, []pipeline.Target{{Template: "t", Dest: h.dest, Proxy: "p"}})
 	o := Options{
+		Dests:     []string{h.dest},
 		Status:    h.rec,
 		NewEngine: func() (Engine, error) { e := newFakeEngine(); h.engines <- e; return e, nil },
 		Pipeline:  h.pipe,
