@@ -25,6 +25,10 @@ type Caddy struct {
 	Supervise bool
 	Log       *slog.Logger
 
+	// MainConfig is the Caddyfile Caddy runs with, for ValidateSet when
+	// Config is a file it imports; empty means Config.
+	MainConfig string
+
 	supervised // Exited, Stop
 }
 

@@ -28,6 +28,10 @@ type HAProxy struct {
 	Supervise bool
 	Log       *slog.Logger
 
+	// Files is every -f of the running configuration, in order (a
+	// directory too), for ValidateSet; empty means Config alone.
+	Files []string
+
 	supervised // Exited, Stop
 	before     map[int]bool
 	failedPrev int

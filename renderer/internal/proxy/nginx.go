@@ -32,6 +32,13 @@ type Nginx struct {
 	Supervise bool          // run nginx as our child instead of signalling one
 	Log       *slog.Logger
 
+	// MainConfig is the main config nginx loads, for ValidateSet when
+	// Config is a fragment it includes. Empty: Config when it is itself a
+	// main config, else nginx's compiled-in one (NginxConfPath). Leave
+	// Prefix empty then, unless nginx runs with -p: a set's test uses the
+	// compiled-in prefix, like the nginx it stands for.
+	MainConfig string
+
 	supervised // Exited, Stop
 	master     int
 	before     map[int]bool
