@@ -60,6 +60,9 @@ func configFrom(c *cli.Context) (*config.Config, error) {
 		HAProxySocket:        c.String("haproxy-socket"),
 		CaddyBin:             c.String("caddy-bin"),
 		CaddyAdmin:           c.String("caddy-admin"),
+		NginxConf:            c.String("nginx-conf"),
+		HAProxyFiles:         c.StringSlice("haproxy-file"),
+		CaddyConf:            c.String("caddy-conf"),
 		ValidateCmd:          c.String("validate-cmd"),
 		MinReloadGap:         c.Duration("min-reload-gap"),
 		CommandTimeout:       c.Duration("command-timeout"),
@@ -148,7 +151,7 @@ func wire(ctx context.Context, c *cli.Context, cfg *config.Config, m mode, log *
 	}
 	a := &app{cfg: cfg, log: log, rec: status.NewRecorder(redact), hist: status.NewHistograms(),
 		reloaders: map[string]supervise.Reloader{}}
-	if err := a.buildTargets(m); err != nil {
+	if err := a.buildTargets(ctx, m); err != nil {
 		return nil, err
 	}
 	var pipe supervise.Pipeline
@@ -189,15 +192,15 @@ func wire(ctx context.Context, c *cli.Context, cfg *config.Config, m mode, log *
 	return a, nil
 }
 
-// buildTargets makes one pipeline target per template and one proxy per
-// template that names one, keyed "kind:dest".
-func (a *app) buildTargets(m mode) error {
+// buildTargets makes one pipeline target per template, and one proxy per
+// main config the templates feed (keyed "kind:main config").
+func (a *app) buildTargets(ctx context.Context, m mode) error {
+	px := newProxies(a.cfg, a.log)
 	for _, t := range a.cfg.Templates {
 		tg := pipeline.Target{Template: t.Source, Dest: t.Dest, Keep: a.cfg.Keep,
 			Owner: pipeline.NewOwner(t.UID, t.GID)}
 		if t.Proxy != config.ProxyNone {
-			key := t.Proxy + ":" + t.Dest
-			r, v, err := newProxy(a.cfg, t, a.log)
+			key, r, v, err := px.forTemplate(ctx, t)
 			if err != nil {
 				return fmt.Errorf("%w: %w", errSetup, err)
 			}

@@ -64,7 +64,13 @@ type Config struct {
 	NginxBin, NginxPrefix, NginxPidFile string
 	HAProxyBin, HAProxySocket           string
 	CaddyBin, CaddyAdmin                string
-	ValidateCmd                         string // replaces the proxy's own check; {{path}} = staged file
+
+	// The main config of the proxy that fragments feed (see ProxyOf):
+	// --nginx-conf, every --haproxy-file in order, --caddy-conf.
+	NginxConf    string
+	HAProxyFiles []string
+	CaddyConf    string
+	ValidateCmd  string // replaces the proxy's own check; {{path}} = staged file
 
 	WaitMin, WaitMax time.Duration // reload debounce
 	MinReloadGap     time.Duration
@@ -199,19 +205,30 @@ func (c *Config) validateTemplates() []error {
 	return errs
 }
 
+// absMainConfigs makes the main-config flags absolute, as destinations are.
+func (c *Config) absMainConfigs() {
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil && p != "" {
+			return a
+		}
+		return p
+	}
+	c.NginxConf, c.CaddyConf = abs(c.NginxConf), abs(c.CaddyConf)
+	for i, f := range c.HAProxyFiles {
+		c.HAProxyFiles[i] = abs(f)
+	}
+}
+
 // validateProxies checks what the proxies of the templates need.
 func (c *Config) validateProxies() []error {
 	var errs []error
 	used := map[string]bool{}
-	n := 0
 	for _, t := range c.Templates {
 		used[t.Proxy] = true
-		if t.Proxy != ProxyNone {
-			n++
-		}
 	}
-	if c.ProxyMode == ModeSupervise && n > 1 {
-		errs = append(errs, errors.New("--proxy-mode supervise: only one template may name a proxy (the config the proxy runs)"))
+	c.absMainConfigs()
+	if keys := c.proxyKeys(); c.ProxyMode == ModeSupervise && len(keys) > 1 {
+		errs = append(errs, fmt.Errorf("--proxy-mode supervise: the templates feed %d proxies (%s); supervise runs one: its main config and the fragments it includes", len(keys), strings.Join(keys, ", ")))
 	}
 	if c.ValidateCmd != "" {
 		return errs

@@ -73,7 +73,7 @@ func (h *HAProxy) Start(ctx context.Context) error {
 	}
 	return h.startSupervised(ctx, h.Log, h.timeout(), childSpec{
 		proxy: "haproxy", bin: h.Bin, config: h.Config, cfgFlag: "-f",
-		args:       []string{"-W", "-S", h.socket() + ",mode,600", "-f", h.Config},
+		args:       h.startArgs(),
 		stopSig:    syscall.SIGUSR1, // soft stop: workers finish their connections
 		resendStop: true,            // lost while the master re-executes
 		up: func(ctx context.Context, _ *child) bool {
@@ -81,6 +81,16 @@ func (h *HAProxy) Start(ctx context.Context) error {
 			return err == nil && len(p.workers) > 0
 		},
 	})
+}
+
+// startArgs runs the master with every -f of the configuration, in order:
+// a reload re-reads the same list.
+func (h *HAProxy) startArgs() []string {
+	args := []string{"-W", "-S", h.socket() + ",mode,600"}
+	for _, f := range h.files() {
+		args = append(args, "-f", f)
+	}
+	return args
 }
 
 // Reload asks the master to reload through its CLI. A master that does

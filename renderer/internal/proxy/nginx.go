@@ -38,6 +38,11 @@ type Nginx struct {
 	// Prefix empty then, unless nginx runs with -p: a set's test uses the
 	// compiled-in prefix, like the nginx it stands for.
 	MainConfig string
+	// CompiledPrefix: no -p anywhere, nginx uses its compiled-in prefix,
+	// as a distribution's nginx runs (Debian's load_module modules/...
+	// lines resolve against it). Set when Prefix is empty and nginx loads
+	// a main config of its own, not one we render.
+	CompiledPrefix bool
 
 	supervised // Exited, Stop
 	master     int
@@ -59,6 +64,9 @@ func (n *Nginx) timeout() time.Duration { return orDefault(n.Timeout) }
 // keeps nginx from opening its compiled-in /var/log error log before it has
 // read our config: the prefix dir is all it may need.
 func (n *Nginx) base(config string) []string {
+	if n.Prefix == "" && n.CompiledPrefix {
+		return []string{"-e", "stderr", "-c", config}
+	}
 	prefix := n.Prefix
 	if prefix == "" {
 		prefix = filepath.Dir(n.Config)

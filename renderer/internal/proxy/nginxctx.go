@@ -72,6 +72,9 @@ func (n *Nginx) setPrefix(main string) string {
 	if n.Prefix != "" {
 		return n.Prefix
 	}
+	if n.CompiledPrefix {
+		return ""
+	}
 	if cfg, err := filepath.Abs(n.Config); err == nil && n.Config != "" && cfg == main {
 		return filepath.Dir(cfg)
 	}
