@@ -163,3 +163,96 @@ func TestFragmentValidatedInItsMainConfig(t *testing.T) {
 	}
 	testenv.Eventually(t, 5*time.Second, expect(listen, "x", 200, "from web"))
 }
+
+// TestFragmentsOfOneNginxAreOneUnit: issue 13. Two templates render two
+// fragments of one nginx: one defines the upstream, the other proxies to
+// it by name. Renaming the upstream is valid only with both files; each
+// alone fails nginx -t ("host not found in upstream"). The unit is
+// validated together, swapped together and reloaded once; a bad member
+// holds back the other one too. The stale guard is off here: a renamed
+// upstream is, to it, an upstream that lost every server (held by design,
+// tested elsewhere).
+func TestFragmentsOfOneNginxAreOneUnit(t *testing.T) {
+	nginx := testenv.NginxBinary(t)
+	consul := testenv.StartConsul(t)
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	root, mainConf, confD := debianTree(t)
+	startDistNginx(t, nginx, root, mainConf)
+	dir := t.TempDir()
+	upT, srvT := filepath.Join(dir, "up.ctmpl"), filepath.Join(dir, "srv.ctmpl")
+	for path, body := range map[string]string{
+		upT: `upstream {{ key "site/up" }} {
+{{- range service "web" }}
+  server {{ .Address }}:{{ .Port }};
+{{- end }}
+}
+`,
+		srvT: `server {
+  listen ` + listen + `;
+  {{ keyOrDefault "site/extra" "" }}
+  location / { proxy_pass http://{{ key "site/up" }}; }
+}
+`} {
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv := consul.Client.KV()
+	put := func(k, v string) {
+		t.Helper()
+		if _, err := kv.Put(&api.KVPair{Key: k, Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("site/up", "backend")
+	_, port := backend(t, "from web")
+	register(t, consul.Client, "web", "web-1", port)
+
+	status := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	up, srv := filepath.Join(confD, "10-upstream.conf"), filepath.Join(confD, "20-server.conf")
+	daemon(t, "--consul-addr", consul.Addr, "--nginx-conf", mainConf, "--nginx-bin", nginx,
+		"--template", upT+":"+up+":nginx", "--template", srvT+":"+srv+":nginx",
+		"--wait", "10ms:100ms", "--min-reload-gap", "0s", "--status-addr", status, "--max-removal", "0")
+	testenv.Eventually(t, 15*time.Second, expect(listen, "x", 200, "from web"))
+	st := getStatus(t, status)
+	if st.Templates[0].Rejected+st.Templates[1].Rejected != 0 {
+		t.Errorf("a member was validated before the other existed: %+v", st.Templates)
+	}
+	if len(st.Proxies) != 1 {
+		t.Fatalf("two fragments of one nginx make %d proxies", len(st.Proxies))
+	}
+	reloads := st.Proxies[0].Reloads
+
+	put("site/up", "renamed")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st := getStatus(t, status)
+		if st.Templates[0].Swaps != 2 || st.Templates[1].Swaps != 2 || st.Proxies[0].Reloads <= reloads {
+			return fmt.Errorf("rename not live in both yet: %+v %+v", st.Templates, st.Proxies)
+		}
+		return nil
+	})
+	if b, _ := os.ReadFile(up); !strings.Contains(string(b), "upstream renamed") {
+		t.Fatalf("upstream fragment:\n%s", b)
+	}
+	testenv.Eventually(t, 5*time.Second, expect(listen, "x", 200, "from web"))
+	if st := getStatus(t, status); st.Proxies[0].Reloads != reloads+1 || st.Proxies[0].ReloadFailures != 0 {
+		t.Errorf("the unit's change took %d reloads (%d failed), want 1", st.Proxies[0].Reloads-reloads, st.Proxies[0].ReloadFailures)
+	}
+
+	// The server member turns bad in the same change as a rename: the
+	// upstream member, valid alone with nothing to pair with, stays too.
+	before := treeSum(t, root)
+	put("site/extra", "no_such_directive on;")
+	put("site/up", "again")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if tm := getStatus(t, status).Templates[1]; tm.Rejected == 0 || !strings.Contains(tm.LastError, "no_such_directive") {
+			return fmt.Errorf("server member not rejected yet: %+v", tm)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond) // any stray swap would land now
+	if after := treeSum(t, root); after != before {
+		t.Error("a member of a rejected unit went live")
+	}
+	testenv.Eventually(t, 5*time.Second, expect(listen, "x", 200, "from web"))
+}

@@ -205,6 +205,9 @@ func (a *app) buildTargets(ctx context.Context, m mode) error {
 				return fmt.Errorf("%w: %w", errSetup, err)
 			}
 			tg.Proxy, tg.Validator, tg.Backends = key, v, backendsOf(t.Proxy)
+			if a.cfg.ValidateCmd == "" {
+				tg.Set = r // a unit's members are validated together
+			}
 			if m != modePlan {
 				a.reloaders[key] = r
 			}

@@ -44,8 +44,11 @@ type Target struct {
 	Dest      string    // live file
 	Proxy     string    // key of the proxy that loads Dest ("" = none)
 	Validator Validator // nil = accept anything
-	Keep      int       // generations kept for rollback (0 = DefaultKeep)
-	Owner     Owner     // owner of the live file; -1 fields keep the live file's
+	// Set validates the renders of every template of Proxy together (a
+	// unit); nil: member by member with Validator.
+	Set   SetValidator
+	Keep  int   // generations kept for rollback (0 = DefaultKeep)
+	Owner Owner // owner of the live file; -1 fields keep the live file's
 	// Backends measures a config for the stale guard: servers per
 	// upstream/backend block (NginxUpstreams, HAProxyBackends). nil turns
 	// the guard off for this target.
@@ -83,8 +86,9 @@ type Pipeline struct {
 	// a proxy (reload, verify, rollback): renders, held applies and
 	// rollbacks never interleave, so the generation a reload proved is
 	// exactly the one that was live while it ran.
-	wmu   sync.Mutex
-	files map[string]*file
+	wmu     sync.Mutex
+	files   map[string]*file
+	pending map[string]pendingRender // unit members' renders until Flush
 
 	gmu   sync.Mutex // the guard; its calls are quick, never under I/O
 	guard *policy.Guard
@@ -101,7 +105,7 @@ type file struct {
 // removes what an interrupted render left behind.
 func New(ctx context.Context, o Options, targets []Target) *Pipeline {
 	p := &Pipeline{log: o.Log, timeout: o.Timeout, rec: o.Status, obs: o.Observer, ctx: ctx,
-		targets: map[string]*Target{}, files: map[string]*file{},
+		targets: map[string]*Target{}, files: map[string]*file{}, pending: map[string]pendingRender{},
 		guard: policy.NewGuard(o.MaxRemoval, o.HoldDown)}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -159,6 +163,13 @@ func (p *Pipeline) Render(in *renderer.RenderInput) (*renderer.RenderResult, err
 	}
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
+	if p.unitOf(t) != nil {
+		live, err := p.deferRender(t, in.Contents, in.Perms)
+		if err != nil {
+			return nil, err
+		}
+		return &renderer.RenderResult{WouldRender: true, Contents: live}, nil
+	}
 	live, swapped, err := p.write(t, in.Contents, in.Perms, false)
 	if err != nil {
 		return nil, err
@@ -252,4 +263,13 @@ func (p *Pipeline) refuse(t *Target, f *file, sum *[32]byte, err error) error {
 		"proxy", t.Proxy, "kind", kind, "err", err)
 	p.tracker.refuse(t.Dest)
 	return err
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -82,5 +82,10 @@ func (p *Plan) Answer(string, [32]byte, error, time.Time) bool { return false }
 // Held implements the supervisor's Pipeline.
 func (p *Plan) Held() []string { return nil }
 
+// Flush implements the supervisor's Pipeline: a plan validates each
+// render as it comes (a unit's members each against the others' live
+// files).
+func (p *Plan) Flush() {}
+
 // Load implements the supervisor's Pipeline: a plan loads nothing.
 func (p *Plan) Load(string, func() error) Loaded { return Loaded{} }

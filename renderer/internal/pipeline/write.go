@@ -45,22 +45,29 @@ func (e writeError) Unwrap() error { return e.err }
 // validate it there (relative includes resolve as in the live load). The
 // caller commits or discards the result.
 func stageValidated(ctx context.Context, t *Target, contents []byte, perms os.FileMode, timeout time.Duration) (*staged, time.Duration, error) {
-	// The first render creates the destination's dir, as consul-template
-	// does with create_dest_dirs.
-	if err := os.MkdirAll(filepath.Dir(t.Dest), 0o755); err != nil {
-		return nil, 0, writeError{fmt.Errorf("template %s: create dir of %s: %w", t.Template, t.Dest, err)}
-	}
-	path, release, err := stage(t.Dest, contents, perms, t.Owner)
+	s, err := stageOnly(t, contents, perms)
 	if err != nil {
-		return nil, 0, writeError{fmt.Errorf("template %s: %w", t.Template, err)}
+		return nil, 0, err
 	}
-	s := &staged{t: t, path: path, release: release}
 	start := time.Now()
-	if err := validate(ctx, t, path, timeout); err != nil {
+	if err := validate(ctx, t, s.path, timeout); err != nil {
 		s.discard()
 		return nil, time.Since(start), fmt.Errorf("template %s -> %s: %w", t.Template, t.Dest, err)
 	}
 	return s, time.Since(start), nil
+}
+
+// stageOnly stages contents next to t's live file, creating its dir on the
+// first render as consul-template does with create_dest_dirs.
+func stageOnly(t *Target, contents []byte, perms os.FileMode) (*staged, error) {
+	if err := os.MkdirAll(filepath.Dir(t.Dest), 0o755); err != nil {
+		return nil, writeError{fmt.Errorf("template %s: create dir of %s: %w", t.Template, t.Dest, err)}
+	}
+	path, release, err := stage(t.Dest, contents, perms, t.Owner)
+	if err != nil {
+		return nil, writeError{fmt.Errorf("template %s: %w", t.Template, err)}
+	}
+	return &staged{t: t, path: path, release: release}, nil
 }
 
 func validate(ctx context.Context, t *Target, path string, timeout time.Duration) error {

@@ -38,6 +38,10 @@ func (l *loop) onRendered() error {
 		if err := l.onFirstComplete(); err != nil {
 			return err
 		}
+		// Swaps made before the proxies started (a unit's, written at the
+		// end of the pass) still need a reload; a supervised proxy that
+		// just loaded them has none pending.
+		got = len(l.pending) > 0
 	}
 	if l.o.Once && l.o.Pipeline.Attempted() {
 		return l.finishOnce()

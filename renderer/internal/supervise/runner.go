@@ -133,12 +133,14 @@ func (l *loop) onProbeAnswer(err error) error {
 }
 
 // onPass: the runner finished a pass over every template, so Consul
-// answered. Templates that failed to execute are reported; every swap of
-// the pass happened before the event, so a leading-edge batch reloads
-// once for the whole pass, now.
+// answered. Units of several templates are written now that all their
+// renders of the pass are in; templates that failed to execute are
+// reported; every swap of the pass happened before the event, so a
+// leading-edge batch reloads once for the whole pass, now.
 func (l *loop) onPass() error {
 	l.cur.hadData = true
 	l.rec.ConsulAnswers()
+	l.o.Pipeline.Flush()
 	errs := l.cur.eng.TemplateErrors()
 	for _, dest := range sortedKeys(errs) {
 		l.rec.Failed(dest, status.KindExecute, errs[dest])

@@ -31,6 +31,8 @@ type Pipeline interface {
 	AskHolds(now time.Time) map[string][32]byte
 	Answer(dest string, sum [32]byte, leaderErr error, now time.Time) bool
 	Load(proxy string, load func() error) pipeline.Loaded
+	// Flush writes what units of several templates kept during the pass.
+	Flush()
 }
 
 // Reloader is a proxy: started once after the first complete render,
