@@ -9,9 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/consul-template/config"
 	dep "github.com/hashicorp/consul-template/dependency"
-	"github.com/hashicorp/consul-template/template"
 
 	"github.com/switchyard/switchyard/scripts/testenv"
 )
@@ -87,53 +85,51 @@ var scenarios = []scenario{
 	},
 }
 
-// brain seeds consul-template's Brain the way its own template tests do:
-// the catalog query and one health query per service.
-func brain(t *testing.T, s scenario) *template.Brain {
-	t.Helper()
-	b := template.NewBrain()
-	d, err := dep.NewCatalogServicesQuery("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var snippets []*dep.CatalogSnippet
+// defectScenarios are the two catalogs of issue 10 that froze the proxy:
+// a service registered without a port made the nginx template render
+// `server ...:0`, and services WEB and web two upstreams that nginx, which
+// compares upstream names without case, called duplicates. nginx -t
+// rejected that render and every later one, so no change of any service
+// reached the proxy any more.
+var defectScenarios = []scenario{
+	{
+		name:  "port-zero",
+		order: []string{"api", "web"},
+		services: map[string][]instance{
+			"api": {{"api-1", "10.0.0.5", 9000}},
+			"web": {{"web-0", "10.0.0.9", 0}, {"web-1", "10.0.0.1", 80}},
+		},
+	},
+	{
+		// Consul sorts by bytes: WEB comes first and keeps the route.
+		name:  "case-duplicates",
+		order: []string{"WEB", "api", "web"},
+		services: map[string][]instance{
+			"WEB": {{"WEB-1", "10.0.0.7", 80}},
+			"api": {{"api-1", "10.0.0.5", 9000}},
+			"web": {{"web-1", "10.0.0.1", 80}},
+		},
+	},
+}
+
+// catalogOf turns a scenario into the catalog the Brain is seeded with.
+func catalogOf(s scenario) catalog {
+	var c catalog
 	for _, name := range s.order {
-		snippets = append(snippets, &dep.CatalogSnippet{Name: name})
-		hq, err := dep.NewHealthServiceQuery(name)
-		if err != nil {
-			// The template must never ask for such a name.
-			continue
-		}
-		var hs []*dep.HealthService
+		cs := catService{name: name, instances: []*dep.HealthService{}}
 		for _, in := range s.services[name] {
-			hs = append(hs, &dep.HealthService{
+			cs.instances = append(cs.instances, &dep.HealthService{
 				Node: "node1", ID: in.id, Name: name, Address: in.addr, Port: in.port, Status: "passing",
 			})
 		}
-		b.Remember(hq, hs)
+		c = append(c, cs)
 	}
-	b.Remember(d, snippets)
-	return b
+	return c
 }
 
-func render(t *testing.T, src string, s scenario, env []string) []byte {
+func render(t testing.TB, src string, s scenario, env []string) []byte {
 	t.Helper()
-	tmpl, err := template.NewTemplate(&template.NewTemplateInput{
-		Source:           src,
-		FunctionDenylist: []string{"plugin", "writeToFile"},
-		ReaderFunc:       os.ReadFile,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := tmpl.Execute(&template.ExecuteInput{Brain: brain(t, s), Env: env, Config: config.TestConfig(nil)})
-	if err != nil {
-		t.Fatalf("execute %s: %v", src, err)
-	}
-	if res.Missing.Len() > 0 {
-		t.Fatalf("%s asked for data the scenario lacks: %v", src, res.Missing.List())
-	}
-	return res.Output
+	return renderCatalog(t, src, catalogOf(s), env)
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -185,13 +181,57 @@ func TestHAProxyTemplate(t *testing.T) {
 			out := render(t, "haproxy.cfg.tmpl", s, []string{"SWITCHYARD_LISTEN=127.0.0.1:18080"})
 			golden(t, "haproxy-"+s.name+".cfg", out)
 			noInjectedDirective(t, out, "include", "return 200", "backup")
-			conf := filepath.Join(t.TempDir(), "haproxy.cfg")
-			if err := os.WriteFile(conf, out, 0o644); err != nil {
-				t.Fatal(err)
+			haproxyAccepts(t, haproxy, out)
+		})
+	}
+}
+
+// defectWants are the lines each defect scenario's nginx and HAProxy
+// renders must hold: every service that can be routed keeps its route,
+// and the skipped one says why.
+var defectWants = map[string][2][]string{
+	"port-zero": {
+		{"server 10.0.0.5:9000 ", "server_name api.*;", "server 10.0.0.1:80 ", `# skipped "web"/"web-0": port 0 is not in 1-65535`},
+		{"server s0 10.0.0.5:9000 ", "use_backend svc_api ", "server s1 10.0.0.1:80 ", `# skipped "web"/"web-0": port 0 is not in 1-65535`},
+	},
+	"case-duplicates": {
+		{"server 10.0.0.5:9000 ", "server_name api.*;", "upstream svc_WEB {", "server 10.0.0.7:80 ", `# skipped "web": name differs only in case from "WEB"`},
+		{"server s0 10.0.0.5:9000 ", "use_backend svc_api ", "use_backend svc_WEB ", "server s0 10.0.0.7:80 ", `# skipped "web": name differs only in case from "WEB"`},
+	},
+}
+
+// TestTemplatesAcceptPortZeroAndCaseDuplicates is issue 10's defect: each
+// catalog of defectScenarios made nginx -t reject the shipped template's
+// render. Both proxies must accept it, and every service that can be
+// routed keeps its route.
+func TestTemplatesAcceptPortZeroAndCaseDuplicates(t *testing.T) {
+	nginx := testenv.NginxBinary(t)
+	haproxy := testenv.HAProxyBinary(t)
+	env := []string{"SWITCHYARD_LISTEN=127.0.0.1:18080"}
+	for _, s := range defectScenarios {
+		t.Run(s.name, func(t *testing.T) {
+			n := render(t, "nginx.conf.tmpl", s, env)
+			nginxAccepts(t, nginx, n)
+			h := render(t, "haproxy.cfg.tmpl", s, env)
+			haproxyAccepts(t, haproxy, h)
+
+			// The bad registration costs its own route, never another's.
+			wantN, wantH := defectWants[s.name][0], defectWants[s.name][1]
+			for _, w := range wantN {
+				if !bytes.Contains(n, []byte(w)) {
+					t.Errorf("nginx: %q missing:\n%s", w, n)
+				}
 			}
-			if b, err := exec.Command(haproxy, "-c", "-q", "-f", conf).CombinedOutput(); err != nil {
-				t.Fatalf("haproxy -c: %v\n%s", err, b)
+			for _, w := range wantH {
+				if !bytes.Contains(h, []byte(w)) {
+					t.Errorf("haproxy: %q missing:\n%s", w, h)
+				}
 			}
+			if !bytes.Contains(n, []byte("# switchyard: ")) || !bytes.Contains(h, []byte("# switchyard: ")) {
+				t.Errorf("skip summary missing")
+			}
+			golden(t, "nginx-"+s.name+".conf", n)
+			golden(t, "haproxy-"+s.name+".cfg", h)
 		})
 	}
 }
@@ -230,8 +270,20 @@ func noInjectedDirective(t *testing.T, out []byte, directives ...string) {
 	}
 }
 
+// haproxyAccepts runs the real haproxy -c on out.
+func haproxyAccepts(t testing.TB, haproxy string, out []byte) {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(conf, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(haproxy, "-c", "-f", conf).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c: %v\n%s", err, b)
+	}
+}
+
 // nginxAccepts runs the real nginx -t on out, in a prefix of its own.
-func nginxAccepts(t *testing.T, nginx string, out []byte) {
+func nginxAccepts(t testing.TB, nginx string, out []byte) {
 	t.Helper()
 	prefix := t.TempDir()
 	conf := filepath.Join(prefix, "nginx.conf")

@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/switchyard/switchyard/scripts/testenv"
 )
@@ -180,8 +183,9 @@ func (h *proxyHost) check(svc string) error {
 // serves reports whether every named backend of svc answers within a
 // bounded number of requests (nginx balances round robin per worker).
 // startServingBoth starts a renderer host with the shipped template and
-// waits until every service in svcs serves both its instances (-1, -2). It
-// returns the host and the live config it then serves.
+// waits until every service in svcs serves both its instances (-1, -2) and
+// the renderer is ready. It returns the host and the live config it then
+// serves.
 func startServingBoth(t *testing.T, consul *testenv.Consul, svcs []string, holdDown time.Duration) (*proxyHost, []byte) {
 	t.Helper()
 	h := startProxyHost(t, "renderer", consul, shippedTemplate(t), testenv.NginxPrefix(t),
@@ -191,6 +195,18 @@ func startServingBoth(t *testing.T, consul *testenv.Consul, svcs []string, holdD
 			if err := h.serves(s, s+"-1", s+"-2"); err != nil {
 				return err
 			}
+		}
+		return nil
+	})
+	// nginx serves a moment before the renderer has seen its workers and
+	// recorded it as up: the scenarios start from a ready renderer.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		code, body, err := h.ready()
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("/ready: %d %q", code, body)
 		}
 		return nil
 	})
@@ -217,6 +233,291 @@ func (h *proxyHost) serves(svc string, want ...string) error {
 		}
 	}
 	return fmt.Errorf("%s: want answers from %v, saw %v", svc, want, seen)
+}
+
+// rendererStatus is the part of the renderer's /status document these
+// tests read (the renderer may add fields; decoding ignores them).
+type rendererStatus struct {
+	Ready     bool             `json:"ready"`
+	Reason    string           `json:"reason"`
+	Templates []statusTemplate `json:"templates"`
+	Proxies   []statusProxy    `json:"proxies"`
+	Runner    struct {
+		Rebuilds        int64      `json:"rebuilds"`
+		OutageRebuilds  int64      `json:"outage_rebuilds"`
+		ConsulErrors    int64      `json:"consul_errors"`
+		LastConsulError string     `json:"last_consul_error"`
+		ConsulDownSince *time.Time `json:"consul_down_since"` // nil: Consul answers
+	} `json:"runner"`
+}
+
+// statusTemplate is one entry of /status templates.
+type statusTemplate struct {
+	Source             string     `json:"source"`
+	Dest               string     `json:"dest"`
+	Proxy              string     `json:"proxy"`
+	Accepted           bool       `json:"accepted"`
+	Swaps              int64      `json:"swaps"`
+	LastSwap           *time.Time `json:"last_swap"`
+	LastError          string     `json:"last_error"`
+	LastErrorKind      string     `json:"last_error_kind"`
+	Rejected           int64      `json:"rejected"`
+	WriteErrors        int64      `json:"write_errors"`
+	ExecErrors         int64      `json:"exec_errors"`
+	Held               bool       `json:"held"`
+	HeldSince          *time.Time `json:"held_since"`
+	HeldBackendsBefore int        `json:"held_backends_before"`
+	HeldBackendsAfter  int        `json:"held_backends_after"`
+	HeldEmptied        []string   `json:"held_emptied"`
+	Holds              int64      `json:"holds"`
+}
+
+// statusProxy is one entry of /status proxies.
+type statusProxy struct {
+	Name            string     `json:"name"`
+	Reloads         int64      `json:"reloads"`
+	ReloadFailures  int64      `json:"reload_failures"`
+	Rollbacks       int64      `json:"rollbacks"`
+	LastReload      *time.Time `json:"last_reload"`
+	LastReloadError string     `json:"last_reload_error"`
+	ReloadPending   bool       `json:"reload_pending"`
+	Supervised      bool       `json:"supervised"`
+	Up              bool       `json:"up"`
+	Deaths          int64      `json:"deaths"`
+	Restarts        int64      `json:"restarts"`
+}
+
+// hostStatus is one /status of a proxy host's renderer, with the entries
+// of its one template (the live nginx.conf) and of the nginx it reloads.
+type hostStatus struct {
+	rendererStatus
+	tmpl  statusTemplate
+	proxy statusProxy
+}
+
+// statusGet sends one GET to the renderer's status server.
+func (h *proxyHost) statusGet(path string) (int, []byte, error) {
+	resp, err := h.client.Get("http://" + h.statusAddr + path)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// getStatus fetches and decodes /status.
+func (h *proxyHost) getStatus() (hostStatus, error) {
+	var st hostStatus
+	code, b, err := h.statusGet("/status")
+	if err != nil {
+		return st, fmt.Errorf("/status: %w", err)
+	}
+	if code != http.StatusOK {
+		return st, fmt.Errorf("/status: status %d: %s", code, b)
+	}
+	if err := json.Unmarshal(b, &st.rendererStatus); err != nil {
+		return st, fmt.Errorf("/status: %w: %s", err, b)
+	}
+	i := slices.IndexFunc(st.Templates, func(tm statusTemplate) bool { return filepath.Clean(tm.Dest) == h.conf })
+	if i < 0 {
+		return st, fmt.Errorf("/status: no template for %s: %s", h.conf, b)
+	}
+	st.tmpl = st.Templates[i]
+	j := slices.IndexFunc(st.Proxies, func(p statusProxy) bool { return p.Name == st.tmpl.Proxy })
+	if j < 0 {
+		return st, fmt.Errorf("/status: no proxy %q (the template's): %s", st.tmpl.Proxy, b)
+	}
+	st.proxy = st.Proxies[j]
+	return st, nil
+}
+
+// mustStatus is getStatus for the test's goroutine: it fails the test on
+// an error.
+func (h *proxyHost) mustStatus(t *testing.T) hostStatus {
+	t.Helper()
+	st, err := h.getStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// ready fetches /ready: its status code and its body on one line.
+func (h *proxyHost) ready() (int, string, error) {
+	code, b, err := h.statusGet("/ready")
+	return code, strings.TrimSpace(string(b)), err
+}
+
+// metric scrapes /metrics and returns the value of the sample of family
+// name whose labels are exactly labels (nil: a family without labels).
+func (h *proxyHost) metric(name string, labels map[string]string) (float64, error) {
+	code, b, err := h.statusGet("/metrics")
+	if err != nil {
+		return 0, fmt.Errorf("/metrics: %w", err)
+	}
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("/metrics: status %d", code)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		return 0, fmt.Errorf("/metrics does not parse: %w", err)
+	}
+	f := fams[name]
+	if f == nil {
+		return 0, fmt.Errorf("/metrics has no family %s", name)
+	}
+next:
+	for _, m := range f.GetMetric() {
+		if len(m.GetLabel()) != len(labels) {
+			continue
+		}
+		for _, lp := range m.GetLabel() {
+			if v, ok := labels[lp.GetName()]; !ok || v != lp.GetValue() {
+				continue next
+			}
+		}
+		switch {
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue(), nil
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue(), nil
+		case m.GetUntyped() != nil:
+			return m.GetUntyped().GetValue(), nil
+		}
+		return 0, fmt.Errorf("/metrics: %s%v is neither a gauge nor a counter", name, labels)
+	}
+	return 0, fmt.Errorf("/metrics: no sample of %s with labels %v", name, labels)
+}
+
+// holdWatch samples a renderer's /status every 100ms (bounded) and counts
+// held renders that were applied. Only the stale guard's hold-down timer
+// applies a held render: at HeldSince+holdDown or later it ends the hold
+// (held false), validates the held bytes and swaps them in (swaps up,
+// last_swap at or after HeldSince+holdDown). A newer render that ends a
+// hold before then either swaps before that moment or not at all. So a
+// hold seen ended, followed by a swap whose last_swap is at least holdDown
+// after the hold began and at most applyWithin after the end was seen, is
+// a held render applied.
+type holdWatch struct {
+	stop chan struct{}
+	done chan struct{}
+
+	mu           sync.Mutex
+	samples      int
+	holds        int // distinct holds seen
+	applied      int
+	errs         int
+	firstApplied string
+	firstErr     string
+}
+
+// applyWithin bounds the time from the end of a hold to the swap of its
+// render: the validation in between is bounded by the renderer's
+// --command-timeout (10s by default).
+const applyWithin = 10 * time.Second
+
+// endedHold is a hold seen ended, whose render may still be swapped in.
+type endedHold struct {
+	held  statusTemplate // the last sample that showed it held
+	swaps int64          // swaps then
+	seen  time.Time      // when it was first seen ended
+}
+
+func watchHolds(t *testing.T, h *proxyHost, holdDown time.Duration, max int) *holdWatch {
+	w := &holdWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(func() { w.end() }) // a test that stops early stops the sampling too
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		var prev *statusTemplate
+		var ended []endedHold
+		sample := func() {
+			st, err := h.getStatus()
+			now := time.Now()
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.samples++
+			if err != nil {
+				w.errs++
+				if w.firstErr == "" {
+					w.firstErr = now.Format("15:04:05.000 ") + err.Error()
+				}
+				return
+			}
+			cur := st.tmpl
+			newHold := cur.Held && cur.HeldSince != nil &&
+				(prev == nil || !prev.Held || prev.HeldSince == nil || !prev.HeldSince.Equal(*cur.HeldSince))
+			if newHold {
+				w.holds++
+			}
+			if prev != nil && prev.Held && prev.HeldSince != nil && (!cur.Held || newHold) {
+				ended = append(ended, endedHold{held: *prev, swaps: prev.Swaps, seen: now})
+			}
+			ended = slices.DeleteFunc(ended, func(e endedHold) bool {
+				due := e.held.HeldSince.Add(holdDown)
+				if cur.Swaps > e.swaps && cur.LastSwap != nil &&
+					!cur.LastSwap.Before(due) && !cur.LastSwap.After(e.seen.Add(applyWithin)) {
+					w.applied++
+					if w.firstApplied == "" {
+						w.firstApplied = fmt.Sprintf("the hold since %s (%d -> %d backends, emptied %v) was seen ended at %s; "+
+							"swaps %d -> %d, the last at %s, after its hold-down (%s) passed",
+							e.held.HeldSince.Format("15:04:05.000"), e.held.HeldBackendsBefore, e.held.HeldBackendsAfter,
+							e.held.HeldEmptied, e.seen.Format("15:04:05.000"), e.swaps, cur.Swaps,
+							cur.LastSwap.Format("15:04:05.000"), holdDown)
+					}
+					return true
+				}
+				return now.After(e.seen.Add(applyWithin))
+			})
+			prev = &cur
+		}
+		for range max {
+			sample()
+			select {
+			case <-w.stop:
+				sample() // the state at the end
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return w
+}
+
+// end stops the sampling and returns samples, holds seen, held renders
+// applied and failed fetches, with the first of each kind.
+func (w *holdWatch) end() (samples, holds, applied, errs int, firstApplied, firstErr string) {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.samples, w.holds, w.applied, w.errs, w.firstApplied, w.firstErr
+}
+
+// checkHoldWatch ends w and fails the test if a held render was applied,
+// or /status did not answer, or the render held when it ended is still
+// held now.
+func checkHoldWatch(t *testing.T, h *proxyHost, w *holdWatch) {
+	t.Helper()
+	samples, holds, applied, errs, firstApplied, firstErr := w.end()
+	t.Logf("/status sampled %d times: %d hold(s) seen, %d held render(s) applied", samples, holds, applied)
+	if applied > 0 {
+		t.Errorf("the renderer applied a held render %d times; first: %s", applied, firstApplied)
+	}
+	if errs > 0 {
+		t.Errorf("/status failed %d of %d times; first: %s", errs, samples, firstErr)
+	}
+	if st := h.mustStatus(t); st.tmpl.Held {
+		t.Errorf("a render is still held at the end (since %v, %d -> %d backends, emptied %v)",
+			st.tmpl.HeldSince, st.tmpl.HeldBackendsBefore, st.tmpl.HeldBackendsAfter, st.tmpl.HeldEmptied)
+	}
 }
 
 // upstreams parses a rendered nginx.conf: backend server lines per
@@ -513,19 +814,24 @@ func advanceIndex(t *testing.T, c *testenv.Consul, n int) {
 const followsWithin = 30 * time.Second
 
 // waitRendererSees waits (up to 90 s, to measure) until the renderer acts
-// on the restarted Consul: it holds a suspicious render or swaps a config
-// (counted beyond swapsBefore). It fails the test if that took longer than
+// on the restarted Consul: /status counts a held render or a swap beyond
+// those of before. It fails the test if that took longer than
 // followsWithin.
-func waitRendererSees(t *testing.T, h *proxyHost, since time.Time, swapsBefore int) time.Duration {
+func waitRendererSees(t *testing.T, h *proxyHost, since time.Time, before hostStatus) time.Duration {
 	t.Helper()
 	testenv.Eventually(t, 90*time.Second, func() error {
 		if h.renderer.Exited() {
 			return errors.New("renderer exited")
 		}
-		if countLog(h.renderer, logHeld) > 0 || countLog(h.renderer, logSwapped) > swapsBefore {
+		st, err := h.getStatus()
+		if err != nil {
+			return err
+		}
+		if st.tmpl.Holds > before.tmpl.Holds || st.tmpl.Swaps > before.tmpl.Swaps {
 			return nil
 		}
-		return errors.New("the renderer has not acted on the restarted Consul yet")
+		return fmt.Errorf("the renderer has not acted on the restarted Consul yet (holds %d, swaps %d)",
+			st.tmpl.Holds, st.tmpl.Swaps)
 	})
 	took := time.Since(since)
 	if took > followsWithin {
@@ -564,20 +870,35 @@ func TestRendererSurvivesConsulOutage(t *testing.T) {
 	}
 	register(t, consul, ins...)
 	h, before := startServingBoth(t, consul, svcs, holdDown)
-	swaps := countLog(h.renderer, logSwapped)
+	st0 := h.mustStatus(t)
 	watch := watchLive(t, h.conf, int((outage+4*time.Minute)/(20*time.Millisecond)), everyUpstreamPresent(svcs))
+	holds := watchHolds(t, h, holdDown, int((outage+4*time.Minute)/(100*time.Millisecond)))
 
-	// The outage: requests keep flowing through the last config.
+	// The outage: requests keep flowing through the last config; the
+	// renderer stays ready and says that Consul is down.
+	stopped := time.Now()
 	consul.Stop()
 	tr := sendTraffic(t, h, svcs, int(outage/(50*time.Millisecond)))
-	select {
-	case <-tr.done: // the bounded loop ran out (it cannot before outage passed)
-	case <-time.After(outage):
-	}
+	om := observeOutage(h, stopped, time.Now().Add(outage), tr.done)
 	ok, failed, firstErr := tr.end()
 	t.Logf("outage of %s: %d requests served, %d failed", outage, ok, failed)
 	if h.renderer.Exited() {
 		t.Fatalf("renderer exited during the Consul outage")
+	}
+	t.Logf("outage: /ready and /status sampled %d times; Consul shown down %s after it stopped", om.samples, om.downAfter.Round(time.Millisecond))
+	if om.notReady > 0 {
+		t.Errorf("/ready was not 200 in %d of %d samples during the Consul outage (a Consul outage alone keeps the renderer ready); first: %s",
+			om.notReady, om.samples, om.firstNotReady)
+	}
+	if om.errs > 0 {
+		t.Errorf("/ready, /status or /metrics failed %d times during the outage; first: %s", om.errs, om.firstErr)
+	}
+	if om.downAfter == 0 {
+		t.Errorf("during the %s outage /status and /metrics never showed Consul down "+
+			"(consul_down_since set, consul_errors > 0, switchyard_renderer_consul_up 0); last sample: %s", outage, om.last)
+	}
+	if om.upAgain > 0 {
+		t.Errorf("once shown down, Consul was shown up again in %d samples during the outage; first: %s", om.upAgain, om.firstUpAgain)
 	}
 	if failed > 0 {
 		t.Errorf("%d of %d requests failed during the outage; first: %s", failed, ok+failed, firstErr)
@@ -597,13 +918,32 @@ func TestRendererSurvivesConsulOutage(t *testing.T) {
 	if err := consul.Start(); err != nil {
 		t.Fatal(err)
 	}
-	seen := waitRendererSees(t, h, back, swaps)
+	seen := waitRendererSees(t, h, back, st0)
 	t.Logf("after the outage the renderer acted on the empty Consul %s after it came back", seen.Round(time.Millisecond))
-	if n := countLog(h.renderer, logSwapped) - swaps; n > 0 {
+	if n := h.mustStatus(t).tmpl.Swaps - st0.tmpl.Swaps; n > 0 {
 		// consul-template's views come back one by one: a render mixes
 		// old data for some services with "no instances" for others.
 		t.Errorf("the renderer swapped in %d config(s) rendered from the empty Consul instead of holding them", n)
 	}
+	// Consul answers again: /status and /metrics say so.
+	testenv.Eventually(t, followsWithin, func() error {
+		st, err := h.getStatus()
+		if err != nil {
+			return err
+		}
+		if st.Runner.ConsulDownSince != nil {
+			return fmt.Errorf("/status: consul_down_since still %s", st.Runner.ConsulDownSince.Format(time.RFC3339Nano))
+		}
+		up, err := h.metric("switchyard_renderer_consul_up", nil)
+		if err != nil {
+			return err
+		}
+		if up != 1 {
+			return fmt.Errorf("switchyard_renderer_consul_up %v, want 1", up)
+		}
+		return nil
+	})
+	t.Logf("after the outage, Consul shown up again %s after it came back", time.Since(back).Round(time.Millisecond))
 	register(t, consul, ins...)
 
 	// Changes flow again: a third instance of the first service is routed.
@@ -625,12 +965,84 @@ func TestRendererSurvivesConsulOutage(t *testing.T) {
 	if violations > 0 {
 		t.Errorf("the live file lost an upstream in %d of %d samples; first %s", violations, samples, first)
 	}
-	if n := countLog(h.renderer, logHeldApplied); n > 0 {
-		t.Errorf("the renderer applied a held (emptied) render %d times", n)
+	checkHoldWatch(t, h, holds)
+	if code, body, err := h.ready(); err != nil || code != http.StatusOK {
+		t.Errorf("/ready after the outage: %d %q (%v), want 200", code, body, err)
 	}
 	if h.renderer.Exited() {
 		t.Fatal("renderer exited")
 	}
+}
+
+// outageSamples is what observeOutage saw.
+type outageSamples struct {
+	samples, notReady, errs, upAgain      int
+	firstNotReady, firstErr, firstUpAgain string
+	downAfter                             time.Duration // since the stop, when first shown down; 0: never
+	last                                  string        // the last sample
+}
+
+// observeOutage samples /ready, /status and switchyard_renderer_consul_up
+// every 500ms until deadline (bounded in count too) or until stop closes,
+// while Consul, stopped at stopped, is down.
+func observeOutage(h *proxyHost, stopped, deadline time.Time, stop <-chan struct{}) outageSamples {
+	var o outageSamples
+	first := func(p *string, format string, args ...any) {
+		if *p == "" {
+			*p = time.Now().Format("15:04:05.000 ") + fmt.Sprintf(format, args...)
+		}
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for range int(time.Until(deadline)/(500*time.Millisecond)) + 1 {
+		o.samples++
+		code, body, err := h.ready()
+		switch {
+		case err != nil:
+			o.errs++
+			first(&o.firstErr, "/ready: %v", err)
+		case code != http.StatusOK:
+			o.notReady++
+			first(&o.firstNotReady, "%d %q", code, body)
+		}
+		st, serr := h.getStatus()
+		up, merr := h.metric("switchyard_renderer_consul_up", nil)
+		if err := errors.Join(serr, merr); err != nil {
+			o.errs++
+			first(&o.firstErr, "%v", err)
+		} else {
+			down := st.Runner.ConsulDownSince != nil && st.Runner.ConsulErrors > 0 && up == 0
+			o.last = fmt.Sprintf("consul_down_since %v, consul_errors %d, last_consul_error %q, consul_up %v",
+				st.Runner.ConsulDownSince, st.Runner.ConsulErrors, st.Runner.LastConsulError, up)
+			switch {
+			case down && o.downAfter == 0:
+				o.downAfter = max(time.Since(stopped), time.Nanosecond)
+				if st.Runner.ConsulDownSince.Before(stopped) {
+					o.errs++
+					first(&o.firstErr, "consul_down_since %s is before Consul was stopped (%s)",
+						st.Runner.ConsulDownSince.Format(time.RFC3339Nano), stopped.UTC().Format(time.RFC3339Nano))
+				}
+			case !down && o.downAfter > 0:
+				o.upAgain++
+				first(&o.firstUpAgain, "%s", o.last)
+			}
+		}
+		if !time.Now().Before(deadline) {
+			return o
+		}
+		select {
+		case <-stop: // the traffic's bounded loop ran out (it cannot before deadline)
+			return o
+		case <-tick.C:
+		}
+	}
+	// The count ran out first (slow samples): the outage still lasts
+	// until deadline.
+	select {
+	case <-stop:
+	case <-time.After(time.Until(deadline)):
+	}
+	return o
 }
 
 // TestRendererAgentRestartKeepsUpstreams: the Consul agent restarts with its
@@ -653,9 +1065,10 @@ func TestRendererAgentRestartKeepsUpstreams(t *testing.T) {
 		}
 	}
 	h, before := startServingBoth(t, consul, svcs, holdDown)
-	swaps := countLog(h.renderer, logSwapped)
+	st0 := h.mustStatus(t)
 
 	watch := watchLive(t, h.conf, int(3*time.Minute/(20*time.Millisecond)), everyUpstreamPresent(svcs))
+	holds := watchHolds(t, h, holdDown, int(3*time.Minute/(100*time.Millisecond)))
 	tr := sendTraffic(t, h, svcs, int(3*time.Minute/(50*time.Millisecond)))
 	start := time.Now()
 	consul.Restart(t)
@@ -667,7 +1080,7 @@ func TestRendererAgentRestartKeepsUpstreams(t *testing.T) {
 	register(t, consul, byService[svcs[1]]...)
 	// ...the third is late: it comes back only once the renderer has acted
 	// on the restarted agent (a held or a swapped render).
-	seen := waitRendererSees(t, h, start, swaps)
+	seen := waitRendererSees(t, h, start, st0)
 	register(t, consul, byService[svcs[2]]...)
 	testenv.Eventually(t, followsWithin, func() error {
 		live, err := os.ReadFile(h.conf)
@@ -676,6 +1089,16 @@ func TestRendererAgentRestartKeepsUpstreams(t *testing.T) {
 		}
 		if !bytes.Equal(live, before) {
 			return errors.New("live file not back to the pre-restart config yet")
+		}
+		// The live file may never have changed: the renderer follows
+		// Consul again once a render equal to it ended the hold.
+		st, err := h.getStatus()
+		if err != nil {
+			return err
+		}
+		if st.tmpl.Held {
+			return fmt.Errorf("the renderer still holds a render (since %v, %d -> %d backends, emptied %v)",
+				st.tmpl.HeldSince, st.tmpl.HeldBackendsBefore, st.tmpl.HeldBackendsAfter, st.tmpl.HeldEmptied)
 		}
 		return h.serves(svcs[2], svcs[2]+"-1", svcs[2]+"-2")
 	})
@@ -690,9 +1113,7 @@ func TestRendererAgentRestartKeepsUpstreams(t *testing.T) {
 	if failed > 0 {
 		t.Errorf("%d of %d requests failed during the agent restart; first: %s", failed, ok+failed, firstErr)
 	}
-	if n := countLog(h.renderer, logHeldApplied); n > 0 {
-		t.Errorf("the renderer applied a held render %d times", n)
-	}
+	checkHoldWatch(t, h, holds)
 }
 
 // TestRendererKillDuringSwap: the renderer swaps as fast as Consul changes
@@ -748,10 +1169,15 @@ func TestRendererKillDuringSwap(t *testing.T) {
 		}
 
 		stopChurn := startChurn(t, consul, churn)
-		swaps := countLog(h.renderer, logSwapped)
+		swaps := h.mustStatus(t).tmpl.Swaps
+		var swapped int64
 		testenv.Eventually(t, 30*time.Second, func() error {
-			if n := countLog(h.renderer, logSwapped); n < swaps+3 {
-				return fmt.Errorf("%d swaps so far", n-swaps)
+			st, err := h.getStatus()
+			if err != nil {
+				return err
+			}
+			if swapped = st.tmpl.Swaps - swaps; swapped < 3 {
+				return fmt.Errorf("%d swaps so far", swapped)
 			}
 			return nil
 		})
@@ -781,8 +1207,8 @@ func TestRendererKillDuringSwap(t *testing.T) {
 				t.Fatalf("kill %d: generation %s invalid: %v", i+1, filepath.Base(g), err)
 			}
 		}
-		t.Logf("kill %d after %d swaps (+%s): live file valid, %d generations valid, %d staged temp files left",
-			i+1, countLog(h.renderer, logSwapped)-swaps, delay.Round(time.Millisecond), len(gens), len(leftover()))
+		t.Logf("kill %d, %s after /status counted %d swaps: live file valid, %d generations valid, %d staged temp files left",
+			i+1, delay.Round(time.Millisecond), swapped, len(gens), len(leftover()))
 	}
 }
 
@@ -872,6 +1298,12 @@ http {
 		"127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
 		[]string{"--command-timeout", "3s"}, "E2E_SERVICE="+svc)
 	testenv.Eventually(t, 30*time.Second, func() error { return h.check(svc) })
+	testenv.Eventually(t, 10*time.Second, func() error { // nginx serves a moment before it is recorded up
+		if code, body, err := h.ready(); err != nil || code != http.StatusOK {
+			return fmt.Errorf("/ready: %d %q (%v)", code, body, err)
+		}
+		return nil
+	})
 	good, err := os.ReadFile(h.conf)
 	if err != nil {
 		t.Fatal(err)
@@ -884,15 +1316,41 @@ http {
 		t.Fatal(err)
 	}
 	defer taken.Close()
+	st0 := h.mustStatus(t)
 	tr := sendTraffic(t, h, []string{svc}, int(time.Minute/(50*time.Millisecond)))
 	if _, err := consul.Client.KV().Put(&api.KVPair{Key: key, Value: []byte(taken.Addr().String())}, nil); err != nil {
 		t.Fatal(err)
 	}
-	h.renderer.WaitLog(t, 30*time.Second, logRolledBackRel)
-	for _, want := range []string{logSwapped, logReloadFailed, logRolledBack} {
-		if !strings.Contains(h.renderer.Log(), want) {
-			t.Errorf("renderer log lacks %q", want)
+	// The render is swapped in, its reload fails, the previous generation
+	// is restored and the reload of it takes.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		st, err := h.getStatus()
+		if err != nil {
+			return err
 		}
+		p := st.proxy
+		if p.Rollbacks == st0.proxy.Rollbacks || p.Reloads == st0.proxy.Reloads || p.LastReloadError != "" {
+			return fmt.Errorf("not rolled back and reloaded yet: reloads %d, reload_failures %d, rollbacks %d, last_reload_error %q",
+				p.Reloads, p.ReloadFailures, p.Rollbacks, p.LastReloadError)
+		}
+		return nil
+	})
+	st := h.mustStatus(t)
+	if n := st.tmpl.Swaps - st0.tmpl.Swaps; n != 1 {
+		t.Errorf("/status: %d swaps of the unloadable render, want 1", n)
+	}
+	if n := st.proxy.ReloadFailures - st0.proxy.ReloadFailures; n < 1 {
+		t.Errorf("/status: no failed reload counted (reload_failures %d)", st.proxy.ReloadFailures)
+	}
+	if n := st.proxy.Rollbacks - st0.proxy.Rollbacks; n != 1 {
+		t.Errorf("/status: %d rollbacks, want 1", n)
+	}
+	if st.tmpl.LastErrorKind != "rollback" || st.tmpl.Rejected-st0.tmpl.Rejected != 1 {
+		t.Errorf("/status: template last_error_kind %q, %d more rejected; want \"rollback\", 1 (last_error %q)",
+			st.tmpl.LastErrorKind, st.tmpl.Rejected-st0.tmpl.Rejected, st.tmpl.LastError)
+	}
+	if code, body, err := h.ready(); err != nil || code != http.StatusOK {
+		t.Errorf("/ready after the rollback: %d %q (%v), want 200: the previous config serves, verified", code, body, err)
 	}
 	live, err := os.ReadFile(h.conf)
 	if err != nil {
@@ -909,7 +1367,7 @@ http {
 	}
 	// The rolled-back nginx serves, and the rejected render is not retried.
 	testenv.Eventually(t, 10*time.Second, func() error { return h.check(svc) })
-	if n := countLog(h.renderer, logReloadFailed); n != 1 {
+	if n := h.mustStatus(t).proxy.ReloadFailures - st0.proxy.ReloadFailures; n != 1 {
 		t.Errorf("reload failed %d times, want once (the same render must not be retried)", n)
 	}
 
@@ -933,6 +1391,18 @@ http {
 	t.Logf("failed reload episode: %d requests served, %d failed", ok, failed)
 	if failed > 0 {
 		t.Errorf("%d of %d requests failed around the failed reload; first: %s", failed, ok+failed, firstErr)
+	}
+	// The loadable render swapped and reloaded; nothing failed again.
+	st = h.mustStatus(t)
+	if st.tmpl.Swaps-st0.tmpl.Swaps < 2 || st.tmpl.LastErrorKind != "" {
+		t.Errorf("/status after the loadable render: %d swaps since the good config, last_error_kind %q; want 2 or more, \"\"",
+			st.tmpl.Swaps-st0.tmpl.Swaps, st.tmpl.LastErrorKind)
+	}
+	if f, r := st.proxy.ReloadFailures-st0.proxy.ReloadFailures, st.proxy.Rollbacks-st0.proxy.Rollbacks; f != 1 || r != 1 || st.proxy.LastReloadError != "" {
+		t.Errorf("/status at the end: %d reload failures, %d rollbacks, last_reload_error %q; want 1, 1, \"\"", f, r, st.proxy.LastReloadError)
+	}
+	if code, body, err := h.ready(); err != nil || code != http.StatusOK {
+		t.Errorf("/ready at the end: %d %q (%v), want 200", code, body, err)
 	}
 	if h.renderer.Exited() {
 		t.Fatal("renderer exited")
