@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,6 +32,7 @@ type stack struct {
 	renderer  *testenv.Process
 	listen    string // nginx's address, 127.0.0.1:PORT
 	conf      string // the live nginx.conf
+	status    string // the renderer's --status-addr, host:port
 }
 
 func startStack(t *testing.T) *stack {
@@ -54,8 +56,9 @@ func startStack(t *testing.T) *stack {
 	prefix := testenv.NginxPrefix(t)
 	s.conf = filepath.Join(prefix, "nginx.conf")
 	s.listen = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	s.status = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	s.renderer = testenv.StartProcess(t, "renderer", renderer, []string{
-		"--consul-addr", s.consul.Addr,
+		"--consul-addr", s.consul.Addr, "--status-addr", s.status,
 		"--template", filepath.Join(root, "templates", "nginx.conf.tmpl") + ":" + s.conf,
 		"--proxy", "nginx", "--proxy-mode", "supervise", "--nginx-prefix", prefix,
 		"--wait", "50ms:500ms",
@@ -175,7 +178,25 @@ func TestLastInstanceGoneNginxAnswers503(t *testing.T) {
 	// that render for the hold-down (Consul might be mid-election), then
 	// applies it because Consul still says so.
 	stopContainer(t, ctr)
-	s.renderer.WaitLog(t, 20*time.Second, "stale guard")
+	testenv.Eventually(t, 20*time.Second, func() error {
+		var st struct {
+			Templates []struct {
+				Holds int `json:"holds"`
+			} `json:"templates"`
+		}
+		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + s.status + "/status")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			return err
+		}
+		if len(st.Templates) != 1 || st.Templates[0].Holds == 0 {
+			return fmt.Errorf("the stale guard has not held the emptying render: %+v", st.Templates)
+		}
+		return nil
+	})
 	testenv.Eventually(t, 20*time.Second, func() error {
 		code, body, err := s.get(host)
 		if err != nil {
