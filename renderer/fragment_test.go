@@ -139,7 +139,7 @@ func TestFragmentValidatedInItsMainConfig(t *testing.T) {
 	daemon(t, "--consul-addr", consul.Addr, "--template", tmpl+":"+frag+":nginx", "--nginx-conf", mainConf,
 		"--nginx-bin", nginx, "--wait", "10ms:100ms", "--min-reload-gap", "0s", "--status-addr", status)
 	testenv.Eventually(t, 15*time.Second, expect(listen, "x", 200, "from web"))
-	if st := getStatus(t, status); st.Proxies[0].Reloads < 1 || st.Templates[0].Rejected != 0 {
+	if st := reloadSettled(t, status); st.Templates[0].Rejected != 0 {
 		t.Fatalf("after the first render: %+v", st)
 	}
 
@@ -214,7 +214,7 @@ func TestFragmentsOfOneNginxAreOneUnit(t *testing.T) {
 		"--template", upT+":"+up+":nginx", "--template", srvT+":"+srv+":nginx",
 		"--wait", "10ms:100ms", "--min-reload-gap", "0s", "--status-addr", status, "--max-removal", "0")
 	testenv.Eventually(t, 15*time.Second, expect(listen, "x", 200, "from web"))
-	st := getStatus(t, status)
+	st := reloadSettled(t, status)
 	if st.Templates[0].Rejected+st.Templates[1].Rejected != 0 {
 		t.Errorf("a member was validated before the other existed: %+v", st.Templates)
 	}
@@ -255,4 +255,20 @@ func TestFragmentsOfOneNginxAreOneUnit(t *testing.T) {
 		t.Error("a member of a rejected unit went live")
 	}
 	testenv.Eventually(t, 5*time.Second, expect(listen, "x", 200, "from web"))
+}
+
+// reloadSettled waits until the proxy's reload of the first render has
+// been verified (nginx may serve the new config a moment before the
+// renderer has proved it) and returns the status then.
+func reloadSettled(t *testing.T, status string) statusDoc {
+	t.Helper()
+	var st statusDoc
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st = getStatus(t, status)
+		if len(st.Proxies) == 0 || st.Proxies[0].Reloads < 1 || st.Proxies[0].ReloadPending {
+			return fmt.Errorf("first reload not verified yet: %+v", st.Proxies)
+		}
+		return nil
+	})
+	return st
 }
