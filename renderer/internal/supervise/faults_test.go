@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -182,5 +183,55 @@ func TestBrokenTemplateEditStaysVisible(t *testing.T) {
 		if ok, reason := h.rec.Snapshot().Ready(); !ok {
 			t.Fatalf("not ready after the fix: %s", reason)
 		}
+	})
+}
+
+// TestLeaderCheckNeverBlocksRenders: issue 7 item 11. The stale guard's
+// leader check runs off the write path with a deadline: a Consul that
+// hangs on it delays only the held render, never another render, and the
+// check gives up at probeTimeout.
+func TestLeaderCheckNeverBlocksRenders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		held, other := filepath.Join(dir, "a.conf"), filepath.Join(dir, "b.conf")
+		pipe := pipeline.New(context.Background(), pipeline.Options{MaxRemoval: 0.5, HoldDown: time.Second}, []pipeline.Target{
+			{Template: "a", Dest: held, Proxy: "p", Backends: pipeline.NginxUpstreams},
+			{Template: "b", Dest: other, Proxy: "q"},
+		})
+		var asked atomic.Int64
+		hang := func(ctx context.Context) error {
+			start := time.Now()
+			<-ctx.Done()
+			asked.Store(int64(time.Since(start)))
+			return ctx.Err()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		sup := New(Options{Pipeline: pipe, Proxies: map[string]Reloader{"p": &fakeProxy{}, "q": &fakeProxy{}},
+			ConsulUp: hang, NewEngine: func() (Engine, error) { return newFakeEngine(), nil }})
+		go sup.Run(ctx)
+		render := func(dest, s string) {
+			if _, err := pipe.Render(&renderer.RenderInput{Path: dest, Contents: []byte(s)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		render(held, "upstream a {\n server 10.0.0.1:80;\n}\n")
+		render(other, "v1")
+		render(held, "upstream a {\n}\n")
+		time.Sleep(1500 * time.Millisecond) // the hold is due; Consul hangs
+		start := time.Now()
+		render(other, "v2")
+		if took := time.Since(start); took != 0 {
+			t.Fatalf("a render waited %s for the leader check", took)
+		}
+		time.Sleep(probeTimeout)
+		if got := time.Duration(asked.Load()); got != probeTimeout {
+			t.Fatalf("the leader check ran %s, want its %s deadline", got, probeTimeout)
+		}
+		if b, _ := os.ReadFile(held); string(b) == "upstream a {\n}\n" {
+			t.Fatal("applied without Consul's answer")
+		}
+		cancel()
+		synctest.Wait()
 	})
 }
