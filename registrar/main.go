@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -62,6 +60,10 @@ func newApp(stderr io.Writer, runner runFunc) *cli.App {
 				return cli.Exit("invalid configuration:\n"+err.Error(), 2)
 			}
 			if err := runner(c.Context, cfg, stderr); err != nil {
+				var ue usageError
+				if errors.As(err, &ue) {
+					return cli.Exit(err.Error(), 2)
+				}
 				return cli.Exit(err.Error(), 1)
 			}
 			return nil
@@ -90,7 +92,9 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "on-shutdown", Value: config.ShutdownKeep, EnvVars: env("ON_SHUTDOWN"), Usage: "on SIGTERM: keep the services (an upgrade must not blink) or deregister them"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"},
-		&cli.StringFlag{Name: "status-addr", EnvVars: env("STATUS_ADDR"), Usage: "serve /ready and /healthz on this host:port (off by default)"},
+		&cli.StringFlag{Name: "status-addr", EnvVars: env("STATUS_ADDR"), Usage: "serve /ready, /status and /healthz on this host:port (off by default); bound before anything else starts"},
+		&cli.DurationFlag{Name: "io-timeout", Value: 10 * time.Second, EnvVars: env("IO_TIMEOUT"), Usage: "deadline of each Docker and Consul call"},
+		&cli.DurationFlag{Name: "stall-timeout", Value: time.Minute, EnvVars: env("STALL_TIMEOUT"), Usage: "/ready fails while one reconcile step has run longer than this"},
 		&cli.StringFlag{Name: "consul-addr", Value: config.DefaultConsulAddr, EnvVars: []string{"CONSUL_HTTP_ADDR"}, Usage: "Consul agent address; the positional consul:// URI wins"},
 		&cli.StringFlag{Name: "consul-token", EnvVars: []string{"CONSUL_HTTP_TOKEN"}, Usage: "Consul ACL token"},
 		&cli.StringFlag{Name: "consul-token-file", EnvVars: []string{"CONSUL_HTTP_TOKEN_FILE"}, Usage: "file holding the Consul ACL token"},
@@ -117,6 +121,8 @@ func configFrom(c *cli.Context) (config.Config, error) {
 		OnShutdown:      c.String("on-shutdown"),
 		RetryAttempts:   c.Int("retry-attempts"),
 		RetryInterval:   time.Duration(c.Int("retry-interval")) * time.Millisecond,
+		IOTimeout:       c.Duration("io-timeout"),
+		StallTimeout:    c.Duration("stall-timeout"),
 		LogLevel:        c.String("log-level"),
 		LogFormat:       c.String("log-format"),
 		StatusAddr:      c.String("status-addr"),
@@ -160,64 +166,38 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// usageError is a configuration found unusable only when acting on it (a
+// --status-addr in use): it exits with the code of a bad flag.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
 // run wires the adapters and runs until ctx is done.
 func run(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-
-	src, err := docker.New(cfg.DockerHost, log)
+	// Bind before touching Docker or Consul: finding a bad --status-addr
+	// after reconciling started would stop a registrar that had already
+	// changed Consul (and with --on-shutdown=deregister, empty it).
+	status, err := listenStatus(cfg.StatusAddr)
 	if err != nil {
 		return err
 	}
-	node := cfg.NodeName
-	if node == "" {
-		err := startupRetry(ctx, log, cfg, "docker", func(ctx context.Context) (err error) {
-			node, err = src.NodeName(ctx)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if err := config.ValidateNodeName(node); err != nil {
-			return fmt.Errorf("docker engine name %q cannot be a node name (%w); set --node-name", node, err)
-		}
-	}
-
-	client, err := consul.NewClient(consul.Config{Address: cfg.ConsulAddr, Token: cfg.ConsulToken, TokenFile: cfg.ConsulTokenFile, CACert: cfg.ConsulCACert})
-	if err != nil {
-		return err
-	}
-	cat := consul.New(client, node)
-	if err := startupRetry(ctx, log, cfg, "consul", cat.Ping); err != nil {
-		return err
-	}
-
-	tags, err := service.ParseForceTags(cfg.Tags)
-	if err != nil {
-		return fmt.Errorf("--tags=%q: %w", cfg.Tags, err)
-	}
-	policy := service.Policy{
-		Node: node, HostIP: cfg.HostIP, Internal: cfg.Internal, Explicit: cfg.Explicit,
-		IPFromLabel: cfg.IPFromLabel, ForceTags: tags,
-	}
-	if cfg.HostIP == "" {
-		ip, err := hostaddr.Outbound()
-		if err != nil {
-			log.Warn("host address unknown: ports published on every address need --ip", "error", err)
-		}
-		policy.DefaultIP = ip
-	}
-	rec := reconcile.New(src, cat, reconcile.Options{
-		Policy: policy, Deregister: cfg.Deregister, Resync: cfg.Resync, Logger: log,
-	})
-	log.Info("registrar started", "node", node, "consul", cfg.ConsulAddr, "docker", src.Client().Endpoint(),
-		"ip", cfg.HostIP, "default_ip", policy.DefaultIP, "internal", cfg.Internal, "resync", cfg.Resync,
-		"deregister", cfg.Deregister, "on_shutdown", cfg.OnShutdown)
-
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return rec.Run(gctx) })
-	if cfg.StatusAddr != "" {
-		g.Go(func() error { return serveStatus(gctx, cfg.StatusAddr, rec) })
+	if status != nil {
+		g.Go(func() error { return status.serve(gctx) })
 	}
+	rec, err := setUp(gctx, log, cfg, status)
+	if err != nil {
+		cancel()
+		if serr := g.Wait(); serr != nil {
+			return serr // the status server failed first
+		}
+		return err
+	}
+	status.setReconciler(rec)
+	g.Go(func() error { return rec.Run(gctx) })
 	err = g.Wait()
 
 	if cfg.OnShutdown == config.ShutdownDeregister {
@@ -232,11 +212,69 @@ func run(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	return err
 }
 
+// setUp reaches Docker and Consul (retrying as --retry-attempts says) and
+// returns the reconciler, not yet running.
+func setUp(ctx context.Context, log *slog.Logger, cfg config.Config, status *statusServer) (*reconcile.Reconciler, error) {
+	src, err := docker.New(cfg.DockerHost, log)
+	if err != nil {
+		return nil, err
+	}
+	src.Timeout = cfg.IOTimeout
+	node := cfg.NodeName
+	if node == "" {
+		status.setPhase("waiting for docker")
+		err := startupRetry(ctx, log, cfg, "docker", func(ctx context.Context) (err error) {
+			node, err = src.NodeName(ctx)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := config.ValidateNodeName(node); err != nil {
+			return nil, fmt.Errorf("docker engine name %q cannot be a node name (%w); set --node-name", node, err)
+		}
+	}
+
+	client, err := consul.NewClient(consul.Config{Address: cfg.ConsulAddr, Token: cfg.ConsulToken, TokenFile: cfg.ConsulTokenFile, CACert: cfg.ConsulCACert})
+	if err != nil {
+		return nil, err
+	}
+	cat := consul.New(client, node)
+	status.setPhase("waiting for consul")
+	if err := startupRetry(ctx, log, cfg, "consul", cat.Ping); err != nil {
+		return nil, err
+	}
+
+	tags, err := service.ParseForceTags(cfg.Tags)
+	if err != nil {
+		return nil, fmt.Errorf("--tags=%q: %w", cfg.Tags, err)
+	}
+	policy := service.Policy{
+		Node: node, HostIP: cfg.HostIP, Internal: cfg.Internal, Explicit: cfg.Explicit,
+		IPFromLabel: cfg.IPFromLabel, ForceTags: tags,
+	}
+	if cfg.HostIP == "" {
+		ip, err := hostaddr.Outbound()
+		if err != nil {
+			log.Warn("host address unknown: ports published on every address need --ip", "error", err)
+		}
+		policy.DefaultIP = ip
+	}
+	rec := reconcile.New(src, cat, reconcile.Options{
+		Policy: policy, Deregister: cfg.Deregister, Resync: cfg.Resync, Logger: log,
+		CallTimeout: cfg.IOTimeout, StallAfter: cfg.StallTimeout,
+	})
+	log.Info("registrar started", "node", node, "consul", cfg.ConsulAddr, "docker", src.Client().Endpoint(),
+		"ip", cfg.HostIP, "default_ip", policy.DefaultIP, "internal", cfg.Internal, "resync", cfg.Resync,
+		"deregister", cfg.Deregister, "on_shutdown", cfg.OnShutdown, "io_timeout", cfg.IOTimeout, "stall_timeout", cfg.StallTimeout)
+	return rec, nil
+}
+
 // startupRetry tries fn --retry-attempts times (-1: until ctx is done),
 // --retry-interval apart, as registrator does for its backend.
 func startupRetry(ctx context.Context, log *slog.Logger, cfg config.Config, what string, fn func(context.Context) error) error {
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		actx, cancel := context.WithTimeout(ctx, cfg.IOTimeout)
 		err := fn(actx)
 		cancel()
 		if err == nil {
@@ -256,36 +294,5 @@ func startupRetry(ctx context.Context, log *slog.Logger, cfg config.Config, what
 			return ctx.Err()
 		case <-t.C:
 		}
-	}
-}
-
-// serveStatus answers /healthz (the process runs) and /ready (the last
-// reconcile succeeded) until ctx is done.
-func serveStatus(ctx context.Context, addr string, rec *reconcile.Reconciler) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !rec.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("--status-addr=%s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-errc
-		return nil
-	case err := <-errc:
-		return fmt.Errorf("status server: %w", err)
 	}
 }

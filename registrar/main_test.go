@@ -52,12 +52,14 @@ func TestSingleAndDoubleDashParse(t *testing.T) {
 			dash + "tags", "a,b", dash + "resync", "30", dash + "deregister", "on-success", dash + "cleanup",
 			dash + "retry-attempts", "3", dash + "retry-interval", "500", dash + "ttl", "30", dash + "ttl-refresh", "15",
 			dash + "node-name", "n1", dash + "on-shutdown", "deregister", dash + "log-level", "debug", dash + "log-format", "json",
+			dash + "io-timeout", "3s", dash + "stall-timeout", "2m",
 		}
 	}
 	want := config.Config{
 		ConsulAddr: config.DefaultConsulAddr, HostIP: "10.0.0.1", Internal: true, Explicit: true, IPFromLabel: "ip.label",
 		Tags: "a,b", Resync: 30 * time.Second, Deregister: "on-success", RetryAttempts: 3, RetryInterval: 500 * time.Millisecond,
 		NodeName: "n1", OnShutdown: "deregister", LogLevel: "debug", LogFormat: "json",
+		IOTimeout: 3 * time.Second, StallTimeout: 2 * time.Minute,
 	}
 	for _, dash := range []string{"-", "--"} {
 		cfg, _, err := parse(t, nil, args(dash)...)
@@ -78,6 +80,7 @@ func TestDefaults(t *testing.T) {
 	want := config.Config{
 		ConsulAddr: config.DefaultConsulAddr, Resync: time.Minute, Deregister: "always", OnShutdown: "keep",
 		RetryAttempts: -1, RetryInterval: 2 * time.Second, LogLevel: "info", LogFormat: "text",
+		IOTimeout: 10 * time.Second, StallTimeout: time.Minute,
 	}
 	if cfg != want {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
@@ -94,6 +97,7 @@ func TestEnvironment(t *testing.T) {
 		"REGISTRAR_RETRY_INTERVAL": "100", "REGISTRAR_TTL": "1", "REGISTRAR_TTL_REFRESH": "1",
 		"REGISTRAR_NODE_NAME": "envnode", "REGISTRAR_ON_SHUTDOWN": "deregister", "REGISTRAR_LOG_LEVEL": "warn",
 		"REGISTRAR_LOG_FORMAT": "json", "REGISTRAR_STATUS_ADDR": "127.0.0.1:9999",
+		"REGISTRAR_IO_TIMEOUT": "4s", "REGISTRAR_STALL_TIMEOUT": "90s",
 	}
 	cfg, _, err := parse(t, env)
 	if err != nil {
@@ -104,6 +108,7 @@ func TestEnvironment(t *testing.T) {
 		DockerHost: "unix:///d.sock", HostIP: "10.1.1.1", Internal: true, Explicit: true, IPFromLabel: "l", Tags: "t",
 		Resync: 2 * time.Minute, Deregister: "never", RetryAttempts: 5, RetryInterval: 100 * time.Millisecond,
 		NodeName: "envnode", OnShutdown: "deregister", LogLevel: "warn", LogFormat: "json", StatusAddr: "127.0.0.1:9999",
+		IOTimeout: 4 * time.Second, StallTimeout: 90 * time.Second,
 	}
 	if cfg != want {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
@@ -134,6 +139,7 @@ func TestBadInputNamesFlagAndValue(t *testing.T) {
 		{[]string{"-resync", "soon"}, `--resync="soon"`},
 		{[]string{"etcd://127.0.0.1:2379"}, `etcd://127.0.0.1:2379`},
 		{[]string{"consul://a", "consul://b"}, "one backend URI"},
+		{[]string{"--io-timeout", "0s"}, "--io-timeout=0s"},
 	}
 	for _, tt := range tests {
 		_, _, err := parse(t, nil, tt.args...)

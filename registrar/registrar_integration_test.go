@@ -40,10 +40,24 @@ func newRig(t *testing.T) *rig {
 
 // start runs registrar with registrator-style single-dash flags and the
 // positional URI.
-func (r *rig) start(extra ...string) *testenv.Process {
+func (r *rig) start(extra ...string) *testenv.Process { return r.startEnv(nil, extra...) }
+
+// startEnv is start with extra environment (DOCKER_HOST=...).
+func (r *rig) startEnv(env []string, extra ...string) *testenv.Process {
 	args := append([]string{"-node-name", r.node, "-retry-interval", "100", "-log-level", "debug"}, extra...)
 	args = append(args, "consul://"+r.consul.Addr)
-	return testenv.StartProcess(r.t, "registrar", r.bin, args)
+	return testenv.StartProcess(r.t, "registrar", r.bin, args, env...)
+}
+
+// has reports, now, whether the service is registered and ours.
+func (r *rig) has(id string) bool {
+	r.t.Helper()
+	svcs, err := r.owned()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	_, ok := svcs[id]
+	return ok
 }
 
 // owned returns the agent's services owned by this rig's node.

@@ -54,6 +54,8 @@ type Config struct {
 	OnShutdown    string
 	RetryAttempts int // start-up attempts to reach Consul and Docker; -1 forever
 	RetryInterval time.Duration
+	IOTimeout     time.Duration // deadline of each Docker and Consul call
+	StallTimeout  time.Duration // a loop step running longer is not ready
 
 	LogLevel   string
 	LogFormat  string
@@ -112,6 +114,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryInterval <= 0 {
 		bad("--retry-interval", c.RetryInterval.Milliseconds(), "want a positive number of milliseconds")
+	}
+	if c.IOTimeout <= 0 {
+		bad("--io-timeout", c.IOTimeout, "want a positive duration")
+	}
+	if c.StallTimeout <= 0 {
+		bad("--stall-timeout", c.StallTimeout, "want a positive duration")
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "warning", "error":

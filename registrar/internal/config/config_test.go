@@ -10,7 +10,7 @@ func valid() Config {
 	return Config{
 		ConsulAddr: DefaultConsulAddr, Deregister: DeregisterAlways, OnShutdown: ShutdownKeep,
 		RetryAttempts: -1, RetryInterval: 2 * time.Second, LogLevel: "info", LogFormat: "text",
-		Resync: time.Minute,
+		Resync: time.Minute, IOTimeout: 10 * time.Second, StallTimeout: time.Minute,
 	}
 }
 
@@ -34,6 +34,8 @@ func TestValidate(t *testing.T) {
 		{"negative resync", func(c *Config) { c.Resync = -time.Second }, "--resync"},
 		{"retry attempts", func(c *Config) { c.RetryAttempts = -2 }, "--retry-attempts=-2"},
 		{"retry interval", func(c *Config) { c.RetryInterval = 0 }, "--retry-interval=0"},
+		{"io timeout", func(c *Config) { c.IOTimeout = 0 }, "--io-timeout=0s"},
+		{"stall timeout", func(c *Config) { c.StallTimeout = -time.Second }, "--stall-timeout=-1s"},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, `--log-level="loud"`},
 		{"log format", func(c *Config) { c.LogFormat = "xml" }, `--log-format="xml"`},
 		{"status addr", func(c *Config) { c.StatusAddr = "8080" }, `--status-addr="8080"`},

@@ -1,8 +1,10 @@
 // Package consul adapts the local Consul agent's service endpoints to the
 // reconciler. It registers through /v1/agent/service/register (the agent
 // then runs the checks and keeps the catalog in sync by anti-entropy) and
-// sees only the services whose meta names our node: a service registered
-// by anyone else is never read, so it can never be removed.
+// lists only the services whose meta names our node. A service ID held by
+// anyone else (registered by hand, by another tool, or by the registrar of
+// another node) is never overwritten or removed: every write first reads
+// the agent's service and refuses with NotOwnedError unless it is ours.
 package consul
 
 import (
@@ -87,8 +89,12 @@ func (c *Catalog) Owned(ctx context.Context) ([]service.Registration, error) {
 	return out, nil
 }
 
-// Register creates or replaces a service and its check.
+// Register creates or replaces a service and its check. An ID held by
+// someone else is refused.
 func (c *Catalog) Register(ctx context.Context, s service.Service) error {
+	if _, err := c.ours(ctx, s.ID); err != nil {
+		return &WriteError{Op: "register", ServiceID: s.ID, Err: err}
+	}
 	reg := Registration(s)
 	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
 	if err := c.client.Agent().ServiceRegisterOpts(reg, opts); err != nil {
@@ -97,9 +103,17 @@ func (c *Catalog) Register(ctx context.Context, s service.Service) error {
 	return nil
 }
 
-// Deregister removes a service; one the agent does not know is gone already.
+// Deregister removes a service; one the agent does not know is gone
+// already. An ID held by someone else is refused.
 func (c *Catalog) Deregister(ctx context.Context, id string) error {
-	err := c.client.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+	exists, err := c.ours(ctx, id)
+	if err != nil {
+		return &WriteError{Op: "deregister", ServiceID: id, Err: err}
+	}
+	if !exists {
+		return nil
+	}
+	err = c.client.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
 	var se api.StatusError
 	if errors.As(err, &se) && se.Code == http.StatusNotFound {
 		return nil
@@ -108,6 +122,39 @@ func (c *Catalog) Deregister(ctx context.Context, id string) error {
 		return &WriteError{Op: "deregister", ServiceID: id, Err: err}
 	}
 	return nil
+}
+
+// ours reads the agent's service id: exists is false when there is none,
+// and the error is a *NotOwnedError when it does not carry our node. The
+// agent has no compare-and-set for services, so a hand registration made
+// between this read and our write could still be overwritten; the window
+// is one local round trip, where before it was forever.
+func (c *Catalog) ours(ctx context.Context, id string) (exists bool, err error) {
+	s, _, err := c.client.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read current holder: %w", err)
+	}
+	if holder := s.Meta[service.MetaNode]; holder != c.node {
+		return true, &NotOwnedError{ServiceID: id, Holder: holder}
+	}
+	return true, nil
+}
+
+// NotOwnedError refuses a write to a service ID held by someone else.
+type NotOwnedError struct {
+	ServiceID string
+	Holder    string // the holder's registrar node; "" for a service not registered by a registrar
+}
+
+func (e *NotOwnedError) Error() string {
+	if e.Holder == "" {
+		return fmt.Sprintf("service ID %s is held by a service this registrar does not own (registered by hand or another tool)", e.ServiceID)
+	}
+	return fmt.Sprintf("service ID %s is held by the registrar of node %s", e.ServiceID, e.Holder)
 }
 
 // Registration is the agent registration of s, fingerprint included.
@@ -125,24 +172,39 @@ func Registration(s service.Service) *api.AgentServiceRegistration {
 		Address: s.Address,
 		Meta:    meta,
 	}
-	if ch := s.Check; ch != nil {
-		reg.Check = &api.AgentServiceCheck{
-			HTTP:          ch.HTTP,
-			Method:        ch.Method,
-			TLSSkipVerify: ch.TLSSkipVerify,
-			TCP:           ch.TCP,
-			GRPC:          ch.GRPC,
-			GRPCUseTLS:    ch.GRPCUseTLS,
-			Args:          ch.Args,
-			TTL:           durationString(ch.TTL),
-			Interval:      durationString(ch.Interval),
-			Timeout:       durationString(ch.Timeout),
-			Status:        ch.Status,
-
-			DeregisterCriticalServiceAfter: durationString(ch.DeregisterAfter),
-		}
+	for _, ch := range s.AllChecks() {
+		reg.Checks = append(reg.Checks, agentCheck(s, ch))
 	}
 	return reg
+}
+
+// agentCheck is one check of s for the agent. Its ID is named by the
+// check's index, not its position, so adding SERVICE_CHECK_2_* never
+// renames (and resets the status of) check 1; check 0, registrator's
+// unindexed keys, keeps the ID the agent gives a single check.
+func agentCheck(s service.Service, ch service.Check) *api.AgentServiceCheck {
+	id, name := "service:"+s.ID, fmt.Sprintf("Service '%s' check", s.Name)
+	if ch.Index > 0 {
+		id, name = fmt.Sprintf("%s:%d", id, ch.Index), fmt.Sprintf("%s %d", name, ch.Index)
+	}
+	return &api.AgentServiceCheck{
+		CheckID:       id,
+		Name:          name,
+		HTTP:          ch.HTTP,
+		Method:        ch.Method,
+		Header:        ch.Header,
+		TLSSkipVerify: ch.TLSSkipVerify,
+		TCP:           ch.TCP,
+		GRPC:          ch.GRPC,
+		GRPCUseTLS:    ch.GRPCUseTLS,
+		Args:          ch.Args,
+		TTL:           durationString(ch.TTL),
+		Interval:      durationString(ch.Interval),
+		Timeout:       durationString(ch.Timeout),
+		Status:        ch.Status,
+
+		DeregisterCriticalServiceAfter: durationString(ch.DeregisterAfter),
+	}
 }
 
 func durationString(d interface{ String() string }) string {
@@ -164,6 +226,22 @@ func (e *WriteError) Error() string {
 }
 
 func (e *WriteError) Unwrap() error { return e.Err }
+
+// NotOwned reports that the write was refused because someone else holds
+// the service ID: not a failure to retry, and not ours to take.
+func (e *WriteError) NotOwned() bool {
+	var no *NotOwnedError
+	return errors.As(e.Err, &no)
+}
+
+// Holder is the holder's registrar node when NotOwned, else "".
+func (e *WriteError) Holder() string {
+	var no *NotOwnedError
+	if errors.As(e.Err, &no) {
+		return no.Holder
+	}
+	return ""
+}
 
 // Rejected reports that the agent answered and refused this one service,
 // as opposed to being unreachable: a rejection does not hint that the agent

@@ -2,6 +2,9 @@ package consul
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -127,10 +130,50 @@ func TestCatalogAgainstRealConsul(t *testing.T) {
 
 func TestRegistrationOmitsZeroDurations(t *testing.T) {
 	r := Registration(svc("x", &service.Check{TTL: 30 * time.Second}))
-	if r.Check.Interval != "" || r.Check.Timeout != "" || r.Check.TTL != "30s" || r.Check.DeregisterCriticalServiceAfter != "" {
-		t.Errorf("check %+v", r.Check)
+	if len(r.Checks) != 1 {
+		t.Fatalf("checks %+v", r.Checks)
+	}
+	if ch := r.Checks[0]; ch.Interval != "" || ch.Timeout != "" || ch.TTL != "30s" || ch.DeregisterCriticalServiceAfter != "" {
+		t.Errorf("check %+v", ch)
 	}
 	if r.Meta[service.MetaFingerprint] == "" {
 		t.Error("no fingerprint meta")
 	}
+}
+
+// TestSeveralChecksReachConsul: issue 8. Every check of a service reaches
+// the agent under an ID named by its index, and an HTTP check carries its
+// headers: the agent's probe of a server that answers 200 only with the
+// header turns the check passing.
+func TestSeveralChecksReachConsul(t *testing.T) {
+	c := testenv.StartConsul(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Api-Key") != "k1" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	cat := New(c.Client, "n1")
+	s := svc("multi", &service.Check{TTL: time.Minute, Status: "warning"})
+	s.Checks = []service.Check{
+		{Index: 1, HTTP: srv.URL + "/health", Interval: time.Second, Header: map[string][]string{"X-Api-Key": {"k1"}}},
+		{Index: 3, TTL: 30 * time.Second, Status: "passing"},
+	}
+	if err := cat.Register(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		checks, err := c.Client.Agent().Checks()
+		if err != nil {
+			return err
+		}
+		want := map[string]string{"service:multi": "warning", "service:multi:1": "passing", "service:multi:3": "passing"}
+		for id, status := range want {
+			hc := checks[id]
+			if hc == nil || hc.ServiceID != "multi" || hc.Status != status {
+				return fmt.Errorf("check %s: %+v, want %s", id, hc, status)
+			}
+		}
+		return nil
+	})
 }

@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -33,10 +35,42 @@ type Source struct {
 
 	// Reconnect backoff of the event stream.
 	MinBackoff, MaxBackoff time.Duration
+	// Timeout bounds the wait for the event stream's response headers (a
+	// hung engine accepts the connection and never answers). Other calls
+	// take their deadline from their context.
+	Timeout time.Duration
 }
 
-// New connects to endpoint ("" = DOCKER_HOST or the local socket).
+// The engine's standard socket, and where registrator's documented run
+// line mounts it (--volume=/var/run/docker.sock:/tmp/docker.sock).
+const (
+	StandardSocket = "/var/run/docker.sock"
+	FallbackSocket = "/tmp/docker.sock"
+)
+
+// DefaultEndpoint is the endpoint used when none is given: DOCKER_HOST if
+// set, else the standard socket, else the fallback socket if that one
+// exists. "" means go-dockerclient's own default (DOCKER_HOST or the
+// standard socket, with DOCKER_TLS_VERIFY and DOCKER_API_VERSION).
+func DefaultEndpoint(dockerHost, standard, fallback string) string {
+	if dockerHost != "" {
+		return ""
+	}
+	if _, err := os.Stat(standard); err == nil {
+		return ""
+	}
+	if fi, err := os.Stat(fallback); err == nil && fi.Mode().Type() == os.ModeSocket {
+		return "unix://" + fallback
+	}
+	return ""
+}
+
+// New connects to endpoint ("" = DOCKER_HOST, else the standard socket,
+// else /tmp/docker.sock when only that one exists).
 func New(endpoint string, log *slog.Logger) (*Source, error) {
+	if endpoint == "" {
+		endpoint = DefaultEndpoint(os.Getenv("DOCKER_HOST"), StandardSocket, FallbackSocket)
+	}
 	var (
 		c   *docker.Client
 		err error
@@ -49,6 +83,9 @@ func New(endpoint string, log *slog.Logger) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker client for %q: %w", endpoint, err)
 	}
+	// go-dockerclient dials the socket without a context: bound the
+	// connect (a hung engine's full backlog blocks it).
+	c.Dialer = &net.Dialer{Timeout: 10 * time.Second}
 	// go-dockerclient disables keep-alive by default: a resync would open a
 	// connection per inspect. Reuse connections to the socket.
 	c.WithTransport(func() *http.Transport {
@@ -61,7 +98,7 @@ func New(endpoint string, log *slog.Logger) (*Source, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Source{client: c, base: base, log: log, MinBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second}, nil
+	return &Source{client: c, base: base, log: log, MinBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second, Timeout: 10 * time.Second}, nil
 }
 
 // baseURL turns a Docker endpoint into an HTTP URL prefix. Unix sockets
@@ -227,11 +264,26 @@ func (s *Source) Watch(ctx context.Context, out chan<- container.Event) error {
 // whether the connection was established.
 func (s *Source) stream(ctx context.Context, out chan<- container.Event) (connected bool, err error) {
 	filters := url.QueryEscape(`{"type":["container","network"]}`)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/events?filters="+filters, nil)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, s.base+"/events?filters="+filters, nil)
 	if err != nil {
 		return false, err
 	}
+	// The engine answers the headers at once; events may then be rare, so
+	// only the wait for the headers has a deadline.
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	timer := time.AfterFunc(timeout, cancel)
 	resp, err := s.client.HTTPClient.Do(req)
+	if !timer.Stop() && ctx.Err() == nil {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return false, fmt.Errorf("GET /events: no answer within %s", timeout)
+	}
 	if err != nil {
 		return false, err
 	}

@@ -3,7 +3,10 @@ package docker
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -241,5 +244,60 @@ func waitHint(t *testing.T, ctx context.Context, events <-chan container.Event, 
 		case <-ctx.Done():
 			t.Fatalf("no hint for %s", id)
 		}
+	}
+}
+
+// TestDefaultEndpointFallsBackToTmpSocket: registrator's documented run
+// line mounts the engine's socket at /tmp/docker.sock; with DOCKER_HOST
+// unset and no standard socket, that one is used. The real engine sits
+// behind a symlink in a temp dir, as a bind mount would show it.
+func TestDefaultEndpointFallsBackToTmpSocket(t *testing.T) {
+	ep := testenv.Docker(t).Endpoint()
+	real, ok := strings.CutPrefix(ep, "unix://")
+	if !ok {
+		t.Skipf("engine at %s, not on a unix socket", ep)
+	}
+	dir := t.TempDir()
+	standard, fallback := filepath.Join(dir, "run-docker.sock"), filepath.Join(dir, "docker.sock")
+
+	if got := DefaultEndpoint("", standard, fallback); got != "" {
+		t.Errorf("no socket at all: %q, want the library default", got)
+	}
+	if err := os.Symlink(real, fallback); err != nil {
+		t.Fatal(err)
+	}
+	got := DefaultEndpoint("", standard, fallback)
+	if got != "unix://"+fallback {
+		t.Fatalf("standard socket absent: %q, want unix://%s", got, fallback)
+	}
+	src, err := New(got, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := src.Ping(ctx); err != nil {
+		t.Fatalf("engine through %s: %v", fallback, err)
+	}
+	if _, err := src.List(ctx); err != nil {
+		t.Fatalf("list through %s: %v", fallback, err)
+	}
+
+	if got := DefaultEndpoint("tcp://10.0.0.1:2375", standard, fallback); got != "" {
+		t.Errorf("DOCKER_HOST set: %q, want it to win", got)
+	}
+	if err := os.Symlink(real, standard); err != nil {
+		t.Fatal(err)
+	}
+	if got := DefaultEndpoint("", standard, fallback); got != "" {
+		t.Errorf("standard socket present: %q, want it to win", got)
+	}
+	// Not a socket: ignored.
+	notSock := filepath.Join(dir, "plain")
+	if err := os.WriteFile(notSock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := DefaultEndpoint("", filepath.Join(dir, "absent"), notSock); got != "" {
+		t.Errorf("a plain file as fallback: %q", got)
 	}
 }

@@ -20,7 +20,11 @@ type fakeDocker struct {
 	inspects   map[string]int
 	failList   error
 	failInsp   map[string]error
-	events     chan container.Event
+	// hang makes an inspect block: a nil channel until its context is
+	// done (a hung engine), a channel until it is closed, whatever the
+	// context (a call that ignores its deadline).
+	hang   map[string]chan struct{}
+	events chan container.Event
 }
 
 func newFakeDocker() *fakeDocker {
@@ -28,6 +32,7 @@ func newFakeDocker() *fakeDocker {
 		containers: map[string]container.Container{},
 		inspects:   map[string]int{},
 		failInsp:   map[string]error{},
+		hang:       map[string]chan struct{}{},
 		events:     make(chan container.Event, 100),
 	}
 }
@@ -47,8 +52,18 @@ func (f *fakeDocker) List(ctx context.Context) ([]container.Summary, error) {
 
 func (f *fakeDocker) Inspect(ctx context.Context, id string) (container.Container, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.inspects[id]++
+	release, hung := f.hang[id]
+	f.mu.Unlock()
+	if hung && release == nil {
+		<-ctx.Done()
+		return container.Container{}, fmt.Errorf("inspect %s: %w", id, ctx.Err())
+	}
+	if hung {
+		<-release
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if err := f.failInsp[id]; err != nil {
 		return container.Container{}, err
 	}
@@ -86,6 +101,26 @@ func (f *fakeDocker) remove(id string) {
 	delete(f.containers, id)
 }
 
+func (f *fakeDocker) setHang(id string, release chan struct{}, on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if on {
+		f.hang[id] = release
+	} else {
+		delete(f.hang, id)
+	}
+}
+
+func (f *fakeDocker) setFailInspect(id string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		f.failInsp[id] = err
+	} else {
+		delete(f.failInsp, id)
+	}
+}
+
 func (f *fakeDocker) inspectCount(id string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -114,6 +149,22 @@ func (rejectedErr) Rejected() bool { return true }
 
 var errDown = errors.New("connection refused")
 
+// notOwnedErr is what the consul adapter answers for a service ID held by
+// someone else.
+type notOwnedErr struct{ holder string }
+
+func (e notOwnedErr) Error() string  { return "service ID held by " + e.holder }
+func (notOwnedErr) NotOwned() bool   { return true }
+func (e notOwnedErr) Holder() string { return e.holder }
+
+// foreign returns the error for touching id when someone else holds it.
+func (f *fakeConsul) foreign(id string) error {
+	if s, ok := f.services[id]; ok && s.Meta[service.MetaNode] != f.node {
+		return notOwnedErr{s.Meta[service.MetaNode]}
+	}
+	return nil
+}
+
 func (f *fakeConsul) Owned(ctx context.Context) ([]service.Registration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -139,6 +190,9 @@ func (f *fakeConsul) Register(ctx context.Context, s service.Service) error {
 	if f.reject[s.ID] {
 		return rejectedErr{}
 	}
+	if err := f.foreign(s.ID); err != nil {
+		return err
+	}
 	s.Meta = maps.Clone(s.Meta)
 	s.Meta[service.MetaFingerprint] = s.Fingerprint()
 	f.services[s.ID] = s
@@ -151,6 +205,9 @@ func (f *fakeConsul) Deregister(ctx context.Context, id string) error {
 	f.writes++
 	if f.fail != nil {
 		return f.fail
+	}
+	if err := f.foreign(id); err != nil {
+		return err
 	}
 	delete(f.services, id)
 	return nil
@@ -179,6 +236,12 @@ func (f *fakeConsul) writeCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.writes
+}
+
+func (f *fakeConsul) remove(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.services, id)
 }
 
 func (f *fakeConsul) wipe() {

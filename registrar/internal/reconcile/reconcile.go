@@ -8,6 +8,9 @@
 // One goroutine (Run's loop) owns all state. I/O for a batch (inspects,
 // Consul writes) runs on a bounded set of workers the loop starts and waits
 // for; no goroutine outlives its batch and none is started per event.
+// Every Docker and Consul call has a deadline, so a hung engine or agent
+// costs a timeout, never the loop; a step that still runs too long makes
+// Ready false.
 package reconcile
 
 import (
@@ -16,7 +19,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -42,8 +44,11 @@ type ContainerSource interface {
 // ownership meta.
 type Catalog interface {
 	Owned(ctx context.Context) ([]service.Registration, error)
+	// Register creates or updates a service. It refuses, with an error
+	// whose NotOwned method returns true, an ID held by someone else.
 	Register(ctx context.Context, s service.Service) error
-	// Deregister removes a service; an unknown ID is not an error.
+	// Deregister removes a service; an unknown ID is not an error, one
+	// held by someone else is refused like Register does.
 	Deregister(ctx context.Context, serviceID string) error
 }
 
@@ -67,7 +72,31 @@ type Options struct {
 	Concurrency int           // parallel inspects and writes per batch; default 8
 	RetryMin    time.Duration // first retry delay; default 100ms
 	RetryMax    time.Duration // retry delay cap; default 30s
-	Logger      *slog.Logger
+	// CallTimeout bounds each Docker and Consul call. Default 10s.
+	CallTimeout time.Duration
+	// StallAfter is how long one step (a full resync, or the re-read of a
+	// few containers) may run before Ready reports the loop stalled.
+	// Default 1m.
+	StallAfter time.Duration
+	Logger     *slog.Logger
+}
+
+// tracked is everything the loop knows about one container. Forgetting a
+// container is one delete from Reconciler.ctrs.
+type tracked struct {
+	name     string
+	services []service.Service // what it should have registered
+	state    container.State   // last seen, for the keep rules
+	seen     bool              // an inspect succeeded: name and state are valid
+	// inspectErr is set while the last inspect failed: the container is
+	// unknown, not absent, and keeps what it has in Consul.
+	inspectErr string
+	writeErr   string            // last failed Consul write, for the ready reason
+	rejections string            // rejected metadata last logged
+	refused    map[string]string // service ID -> holder: takeovers refused
+	due        time.Time         // when to re-read it; zero: not scheduled
+	cooldown   time.Time         // end of its debounce window
+	attempts   int               // failed attempts in a row
 }
 
 // Reconciler converges Consul to Docker. Create it with New, then call Run.
@@ -77,20 +106,19 @@ type Reconciler struct {
 	opt Options
 	log *slog.Logger
 
-	ready atomic.Bool
+	status atomic.Pointer[Status] // published by the loop after each step
+	busy   atomic.Pointer[busy]   // the step running now; nil when idle
 
 	// Everything below belongs to the loop goroutine.
-	owned    map[string]service.Registration // service ID -> what Consul holds
-	desired  map[string][]service.Service    // container ID -> services it should have
-	states   map[string]container.State      // container ID -> last seen state, for keep rules
-	lastErrs map[string]string               // container ID -> rejections last logged
-	due      map[string]time.Time            // container ID -> when to re-read it
-	cooldown map[string]time.Time            // container ID -> end of its debounce window
-	attempts map[string]int                  // container ID -> failed attempts in a row
+	owned map[string]service.Registration // service ID -> what Consul holds
+	ctrs  map[string]*tracked             // container ID -> what we know
 
 	resyncDue      time.Time // zero: none scheduled
 	resyncAttempts int
 	resyncOK       bool
+	resyncErr      string    // why the last full resync failed
+	lastResync     time.Time // start of the last successful full resync
+	refusals       uint64    // takeovers refused so far
 }
 
 // New returns a Reconciler; nothing runs until Run.
@@ -110,25 +138,24 @@ func New(src ContainerSource, cat Catalog, opt Options) *Reconciler {
 	if opt.RetryMax < opt.RetryMin {
 		opt.RetryMax = max(30*time.Second, opt.RetryMin)
 	}
+	if opt.CallTimeout <= 0 {
+		opt.CallTimeout = 10 * time.Second
+	}
+	if opt.StallAfter <= 0 {
+		opt.StallAfter = time.Minute
+	}
 	log := opt.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reconciler{
+	r := &Reconciler{
 		src: src, cat: cat, opt: opt, log: log,
-		owned:    map[string]service.Registration{},
-		desired:  map[string][]service.Service{},
-		states:   map[string]container.State{},
-		lastErrs: map[string]string{},
-		due:      map[string]time.Time{},
-		cooldown: map[string]time.Time{},
-		attempts: map[string]int{},
+		owned: map[string]service.Registration{},
+		ctrs:  map[string]*tracked{},
 	}
+	r.status.Store(&Status{Reason: "start-up resync not done yet", Refused: []Refusal{}})
+	return r
 }
-
-// Ready reports whether the last full resync succeeded and no write is
-// waiting for a retry. Safe to call from any goroutine.
-func (r *Reconciler) Ready() bool { return r.ready.Load() }
 
 // Run reconciles until ctx is done. It returns nil on cancellation; the
 // event watcher and the loop are both waited for.
@@ -175,6 +202,16 @@ func (r *Reconciler) loop(ctx context.Context, events <-chan container.Event) er
 	}
 }
 
+// track returns the entry of a container, created empty if needed.
+func (r *Reconciler) track(id string) *tracked {
+	t, ok := r.ctrs[id]
+	if !ok {
+		t = &tracked{}
+		r.ctrs[id] = t
+	}
+	return t
+}
+
 // hint records an event. The first hint for a container is due at once; the
 // following ones inside its debounce window are folded into one read at
 // the window's end.
@@ -183,61 +220,57 @@ func (r *Reconciler) hint(ev container.Event, now time.Time) {
 		r.resyncDue = now
 		return
 	}
-	id := ev.ContainerID
-	if id == "" {
+	if ev.ContainerID == "" {
 		return
 	}
+	t := r.track(ev.ContainerID)
 	at := now
-	if cd, ok := r.cooldown[id]; ok && now.Before(cd) {
-		at = cd
+	if now.Before(t.cooldown) {
+		at = t.cooldown
 	}
-	if d, ok := r.due[id]; !ok || at.Before(d) {
-		r.due[id] = at
+	if t.due.IsZero() || at.Before(t.due) {
+		t.due = at
 	}
 }
 
 func (r *Reconciler) nextDue() (time.Time, bool) {
-	var next time.Time
-	found := false
-	consider := func(t time.Time) {
-		if !found || t.Before(next) {
-			next, found = t, true
+	next := r.resyncDue
+	for _, t := range r.ctrs {
+		if !t.due.IsZero() && (next.IsZero() || t.due.Before(next)) {
+			next = t.due
 		}
 	}
-	if !r.resyncDue.IsZero() {
-		consider(r.resyncDue)
-	}
-	for _, t := range r.due {
-		consider(t)
-	}
-	return next, found
+	return next, !next.IsZero()
 }
 
-// step does whatever is due at now.
+// step does whatever is due at now, then publishes the status.
 func (r *Reconciler) step(ctx context.Context, now time.Time) {
 	if ctx.Err() != nil {
 		return
 	}
-	for id, cd := range r.cooldown {
-		if !now.Before(cd) {
-			delete(r.cooldown, id)
+	for _, t := range r.ctrs {
+		if !now.Before(t.cooldown) {
+			t.cooldown = time.Time{}
 		}
 	}
 	if !r.resyncDue.IsZero() && !now.Before(r.resyncDue) {
+		r.begin(now, "full resync")
 		r.fullResync(ctx, now)
 	} else {
 		var ids []string
-		for id, t := range r.due {
-			if !now.Before(t) {
+		for id, t := range r.ctrs {
+			if !t.due.IsZero() && !now.Before(t.due) {
 				ids = append(ids, id)
 			}
 		}
 		if len(ids) > 0 {
 			slices.Sort(ids)
-			r.syncContainers(ctx, ids, now)
+			r.begin(now, "re-read of "+plural(len(ids), "container"))
+			r.syncContainers(ctx, ids)
 		}
 	}
-	r.ready.Store(r.resyncOK && len(r.attempts) == 0)
+	r.busy.Store(nil)
+	r.publish()
 }
 
 type inspected struct {
@@ -245,29 +278,38 @@ type inspected struct {
 	err error
 }
 
+// callCtx bounds one Docker or Consul call: a hung engine or agent costs
+// one timeout, not the loop.
+func (r *Reconciler) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.opt.CallTimeout)
+}
+
 func (r *Reconciler) inspectAll(ctx context.Context, ids []string) []inspected {
 	return parallel(ctx, r.opt.Concurrency, ids, func(ctx context.Context, id string) inspected {
-		c, err := r.src.Inspect(ctx, id)
+		cctx, cancel := r.callCtx(ctx)
+		defer cancel()
+		c, err := r.src.Inspect(cctx, id)
 		return inspected{c, err}
 	})
 }
 
 // syncContainers re-reads a few containers and applies what changed.
-func (r *Reconciler) syncContainers(ctx context.Context, ids []string, now time.Time) {
+func (r *Reconciler) syncContainers(ctx context.Context, ids []string) {
 	affected := map[string]bool{}
 	results := r.inspectAll(ctx, ids)
+	now := time.Now() // schedules count from the answers: an inspect may take a timeout
 	for i, id := range ids {
-		delete(r.due, id)
-		r.cooldown[id] = now.Add(r.opt.Debounce)
-		if !r.absorb(id, results[i], now) {
-			continue
+		t := r.track(id)
+		t.due, t.cooldown = time.Time{}, now.Add(r.opt.Debounce)
+		if r.absorb(id, results[i], now) {
+			affected[id] = true
 		}
-		affected[id] = true
 	}
-	if err := r.apply(ctx, r.servicesOf(affected), now); err != nil {
+	if err := r.apply(ctx, r.servicesOf(affected)); err != nil {
 		// Consul itself failed, not one service: it may come back empty
 		// after a restart, so re-read everything soon.
 		r.resyncOK = false
+		r.resyncErr = "consul write failed: " + err.Error()
 		at := now.Add(r.backoff(r.resyncAttempts))
 		r.resyncAttempts++
 		if r.resyncDue.IsZero() || at.Before(r.resyncDue) {
@@ -277,59 +319,36 @@ func (r *Reconciler) syncContainers(ctx context.Context, ids []string, now time.
 }
 
 // absorb updates the state of one container from an inspect. It returns
-// false when the inspect failed and a retry was scheduled instead.
+// false when the inspect failed: the container is then unknown (it keeps
+// what it has) and a retry is scheduled.
 func (r *Reconciler) absorb(id string, res inspected, now time.Time) bool {
 	switch {
 	case errors.Is(res.err, container.ErrNotFound):
-		delete(r.desired, id)
-		delete(r.states, id)
-		delete(r.lastErrs, id)
+		delete(r.ctrs, id) // known to be gone
 		return true
 	case res.err != nil:
 		if !errors.Is(res.err, context.Canceled) {
 			r.log.Warn("inspect failed; will retry", "container_id", container.ShortID(id), "error", res.err)
 		}
+		r.track(id).inspectErr = res.err.Error()
 		r.retry(id, now)
 		return false
 	}
+	t := r.track(id)
+	if t.inspectErr != "" {
+		t.inspectErr, t.attempts = "", 0
+	}
 	c := res.c
-	r.states[id] = c.State
+	t.seen, t.name, t.state = true, c.Name, c.State
 	svcs, errs := service.FromContainer(c, r.opt.Policy)
-	r.logRejections(c, errs)
-	if len(svcs) > 0 {
-		r.desired[id] = svcs
-	} else {
-		delete(r.desired, id)
+	r.logRejections(t, c, errs)
+	t.services = svcs
+	for sid := range t.refused {
+		if !slices.ContainsFunc(svcs, func(s service.Service) bool { return s.ID == sid }) {
+			delete(t.refused, sid)
+		}
 	}
 	return true
-}
-
-// logRejections logs a container's rejected metadata once, not on every
-// resync, and again only when it changes.
-func (r *Reconciler) logRejections(c container.Container, errs []error) {
-	var msgs []string
-	for _, err := range errs {
-		msgs = append(msgs, err.Error())
-	}
-	joined := strings.Join(msgs, "\n")
-	if r.lastErrs[c.ID] == joined {
-		return
-	}
-	if joined == "" {
-		delete(r.lastErrs, c.ID)
-		return
-	}
-	r.lastErrs[c.ID] = joined
-	for _, err := range errs {
-		attrs := []any{"container_id", container.ShortID(c.ID), "container", c.Name}
-		var e *service.Error
-		if errors.As(err, &e) {
-			attrs = append(attrs, "key", e.Key, "value", e.Value, "reason", e.Reason)
-		} else {
-			attrs = append(attrs, "error", err)
-		}
-		r.log.Warn("rejected container metadata", attrs...)
-	}
 }
 
 // servicesOf returns the IDs of every service the given containers want or
@@ -337,8 +356,10 @@ func (r *Reconciler) logRejections(c container.Container, errs []error) {
 func (r *Reconciler) servicesOf(containers map[string]bool) map[string]bool {
 	ids := map[string]bool{}
 	for cid := range containers {
-		for _, s := range r.desired[cid] {
-			ids[s.ID] = true
+		if t, ok := r.ctrs[cid]; ok {
+			for _, s := range t.services {
+				ids[s.ID] = true
+			}
 		}
 	}
 	for id, reg := range r.owned {
@@ -352,23 +373,9 @@ func (r *Reconciler) servicesOf(containers map[string]bool) map[string]bool {
 // fullResync reads everything from both sides and applies the difference.
 func (r *Reconciler) fullResync(ctx context.Context, now time.Time) {
 	start := time.Now()
-	fail := func(what string, err error) {
-		r.resyncOK = false
-		delay := r.backoff(r.resyncAttempts)
-		r.resyncAttempts++
-		r.resyncDue = now.Add(delay)
-		if ctx.Err() == nil {
-			r.log.Warn("resync failed; will retry", "step", what, "error", err, "retry_in", delay)
-		}
-	}
-	summaries, err := r.src.List(ctx)
+	summaries, owned, failed, err := r.readBoth(ctx)
 	if err != nil {
-		fail("list containers", err)
-		return
-	}
-	owned, err := r.cat.Owned(ctx)
-	if err != nil {
-		fail("list owned services", err)
+		r.resyncFailed(ctx, time.Now(), failed, err)
 		return
 	}
 	// Consul's view replaces ours: an agent restarted without its state
@@ -377,7 +384,6 @@ func (r *Reconciler) fullResync(ctx context.Context, now time.Time) {
 	for _, reg := range owned {
 		r.owned[reg.ID] = reg
 	}
-
 	// Read the running containers, and the stopped ones that still own
 	// services (their exit code decides whether they keep them).
 	exists := make(map[string]bool, len(summaries))
@@ -393,167 +399,102 @@ func (r *Reconciler) fullResync(ctx context.Context, now time.Time) {
 			read[reg.ContainerID] = true
 		}
 	}
-	ids := slices.Sorted(maps.Keys(read))
-
-	// The resync reads everything, so earlier schedules are moot; failures
+	// The listing is the truth about what exists: the rest is gone. The
+	// resync reads everything, so earlier schedules are moot; failures
 	// below schedule their own retries.
-	clear(r.due)
-	clear(r.attempts)
-	for id := range r.desired {
+	for id, t := range r.ctrs {
 		if !exists[id] {
-			delete(r.desired, id)
+			delete(r.ctrs, id)
+			continue
+		}
+		t.due, t.attempts = time.Time{}, 0
+		if !read[id] { // exists, stopped, owns nothing: holds no services
+			t.services, t.inspectErr = nil, ""
 		}
 	}
-	for id := range r.states {
-		if !exists[id] {
-			delete(r.states, id)
-			delete(r.lastErrs, id)
-		}
-	}
+	ids := slices.Sorted(maps.Keys(read))
 	results := r.inspectAll(ctx, ids)
-	for i, id := range ids {
-		r.absorb(id, results[i], now)
+	done := time.Now() // schedules count from the answers
+	for i, res := range results {
+		r.absorb(ids[i], res, done)
 	}
-	// Containers that exist but were not read hold no services.
-	for id := range r.desired {
-		if !read[id] {
-			delete(r.desired, id)
-		}
-	}
-
-	all := map[string]bool{}
-	for id := range r.owned {
-		all[id] = true
-	}
-	for _, svcs := range r.desired {
-		for _, s := range svcs {
-			all[s.ID] = true
-		}
-	}
-	writeErr := r.apply(ctx, all, now)
-	if writeErr != nil {
-		fail("write services", writeErr)
+	if err := r.apply(ctx, r.allServices()); err != nil {
+		r.resyncFailed(ctx, time.Now(), "write services", err)
 		return
 	}
-	r.resyncOK = true
-	r.resyncAttempts = 0
+	r.resyncOK, r.resyncErr, r.resyncAttempts = true, "", 0
+	r.lastResync = now // what it read is at least as new as this
 	r.resyncDue = time.Time{}
 	if r.opt.Resync > 0 {
-		r.resyncDue = now.Add(r.opt.Resync)
+		r.resyncDue = time.Now().Add(r.opt.Resync)
 	}
 	r.log.Debug("resync done", "containers", len(summaries), "inspected", len(ids), "owned", len(r.owned), "took", time.Since(start))
 }
 
-// op is one Consul write.
-type op struct {
-	register    bool
-	svc         service.Service // register
-	id          string          // deregister
-	containerID string
+// readBoth lists the containers and our services; on failure it names the
+// call that failed.
+func (r *Reconciler) readBoth(ctx context.Context) ([]container.Summary, []service.Registration, string, error) {
+	cctx, cancel := r.callCtx(ctx)
+	summaries, err := r.src.List(cctx)
+	cancel()
+	if err != nil {
+		return nil, nil, "list containers", err
+	}
+	cctx, cancel = r.callCtx(ctx)
+	owned, err := r.cat.Owned(cctx)
+	cancel()
+	if err != nil {
+		return nil, nil, "list owned services", err
+	}
+	return summaries, owned, "", nil
 }
 
-// apply compares what the containers want with what Consul holds for the
-// given service IDs and writes the difference. Failed writes schedule a
-// retry of their container. It returns an error that is not a rejection
-// of one service by Consul (the agent may be down or restarting), if any.
-func (r *Reconciler) apply(ctx context.Context, ids map[string]bool, now time.Time) error {
-	if len(ids) == 0 {
-		return nil
+func (r *Reconciler) resyncFailed(ctx context.Context, now time.Time, what string, err error) {
+	r.resyncOK = false
+	r.resyncErr = what + ": " + err.Error()
+	delay := r.backoff(r.resyncAttempts)
+	r.resyncAttempts++
+	r.resyncDue = now.Add(delay)
+	if ctx.Err() == nil {
+		r.log.Warn("resync failed; will retry", "step", what, "error", err, "retry_in", delay)
 	}
-	// One winner per service ID, whatever the map order: the container
-	// with the smallest ID. Two containers with one SERVICE_ID would
-	// otherwise overwrite each other on every pass.
-	want := map[string]service.Service{}
-	for _, cid := range slices.Sorted(maps.Keys(r.desired)) {
-		for _, s := range r.desired[cid] {
-			if !ids[s.ID] {
-				continue
-			}
-			if cur, ok := want[s.ID]; ok {
-				r.log.Warn("service ID wanted by two containers; keeping the first", "service_id", s.ID, "container_id", container.ShortID(cur.ContainerID), "other_container_id", container.ShortID(cid))
-				continue
-			}
-			want[s.ID] = s
-		}
-	}
-	var ops []op
-	touched := map[string]bool{} // containers with writes in this batch
-	for _, id := range slices.Sorted(maps.Keys(ids)) {
-		s, wanted := want[id]
-		have, owned := r.owned[id]
-		switch {
-		case wanted:
-			touched[s.ContainerID] = true
-			if owned && have.Fingerprint == s.Fingerprint() && have.ContainerID == s.ContainerID {
-				continue
-			}
-			ops = append(ops, op{register: true, svc: s, containerID: s.ContainerID})
-		case owned:
-			touched[have.ContainerID] = true
-			if r.keep(have.ContainerID) {
-				continue
-			}
-			ops = append(ops, op{id: id, containerID: have.ContainerID})
-		}
-	}
-	errs := parallel(ctx, r.opt.Concurrency, ops, func(ctx context.Context, o op) error {
-		if o.register {
-			return r.cat.Register(ctx, o.svc)
-		}
-		return r.cat.Deregister(ctx, o.id)
-	})
-	failed := map[string]bool{}
-	var outage error
-	for i, o := range ops {
-		err := errs[i]
-		switch {
-		case err != nil:
-			failed[o.containerID] = true
-			if !isRejection(err) && outage == nil {
-				outage = err
-			}
-			if ctx.Err() == nil {
-				r.log.Warn("consul write failed; will retry", "service_id", o.serviceID(), "container_id", container.ShortID(o.containerID), "error", err)
-			}
-		case o.register:
-			r.owned[o.svc.ID] = service.Registration{ID: o.svc.ID, ContainerID: o.svc.ContainerID, Fingerprint: o.svc.Fingerprint()}
-			r.log.Info("registered", "service_id", o.svc.ID, "container_id", container.ShortID(o.containerID), "name", o.svc.Name, "address", o.svc.Address, "port", o.svc.Port)
-		default:
-			delete(r.owned, o.id)
-			r.log.Info("deregistered", "service_id", o.id, "container_id", container.ShortID(o.containerID))
-		}
-	}
-	for cid := range touched {
-		if failed[cid] {
-			r.retry(cid, now)
-		} else {
-			delete(r.attempts, cid)
-		}
-	}
-	return outage
 }
 
-func (o op) serviceID() string {
-	if o.register {
-		return o.svc.ID
+// allServices returns every service ID owned or wanted.
+func (r *Reconciler) allServices() map[string]bool {
+	all := map[string]bool{}
+	for id := range r.owned {
+		all[id] = true
 	}
-	return o.id
+	for _, t := range r.ctrs {
+		for _, s := range t.services {
+			all[s.ID] = true
+		}
+	}
+	return all
 }
 
 // keep reports whether a container's services stay registered although it
 // wants none: it stopped, still exists, and the deregister mode says keep.
 func (r *Reconciler) keep(cid string) bool {
-	st, exists := r.states[cid]
-	if !exists || st.Running {
+	t, ok := r.ctrs[cid]
+	if !ok || !t.seen || t.state.Running {
 		return false
 	}
 	switch r.opt.Deregister {
 	case DeregisterNever:
 		return true
 	case DeregisterOnSuccess:
-		return !st.Paused && st.ExitCode != 0 && !killedBySignal(st.ExitCode)
+		return !t.state.Paused && t.state.ExitCode != 0 && !killedBySignal(t.state.ExitCode)
 	}
 	return false
+}
+
+// unknown reports whether the last inspect of a container failed: it may
+// still run, so its services stay until it is known to be gone.
+func (r *Reconciler) unknown(cid string) bool {
+	t, ok := r.ctrs[cid]
+	return ok && t.inspectErr != ""
 }
 
 // killedBySignal reads an exit status the way shells report one: 128+n is
@@ -563,11 +504,11 @@ func killedBySignal(code int) bool { return code > 128 && code <= 128+64 }
 // retry schedules a re-read of a container after a capped exponential
 // backoff. Failed writes are never dropped: the retry recomputes them.
 func (r *Reconciler) retry(cid string, now time.Time) {
-	a := r.attempts[cid]
-	r.attempts[cid] = a + 1
-	at := now.Add(r.backoff(a))
-	if d, ok := r.due[cid]; !ok || at.Before(d) {
-		r.due[cid] = at
+	t := r.track(cid)
+	at := now.Add(r.backoff(t.attempts))
+	t.attempts++
+	if t.due.IsZero() || at.Before(t.due) {
+		t.due = at
 	}
 }
 
@@ -582,27 +523,26 @@ func (r *Reconciler) backoff(attempt int) time.Duration {
 	return d
 }
 
-// rejection is implemented by catalog errors that mean Consul refused one
-// service (a 4xx), as opposed to Consul being unreachable.
-type rejection interface{ Rejected() bool }
-
-func isRejection(err error) bool {
-	var rj rejection
-	return errors.As(err, &rj) && rj.Rejected()
-}
-
 // DeregisterAll removes every service we own, for --on-shutdown=deregister.
 // It reads ownership from Consul, so it needs no state from Run.
 func (r *Reconciler) DeregisterAll(ctx context.Context) error {
-	owned, err := r.cat.Owned(ctx)
+	cctx, cancel := r.callCtx(ctx)
+	owned, err := r.cat.Owned(cctx)
+	cancel()
 	if err != nil {
 		return err
 	}
 	errs := parallel(ctx, r.opt.Concurrency, owned, func(ctx context.Context, reg service.Registration) error {
-		return r.cat.Deregister(ctx, reg.ID)
+		cctx, cancel := r.callCtx(ctx)
+		defer cancel()
+		return r.cat.Deregister(cctx, reg.ID)
 	})
 	for i, reg := range owned {
-		if errs[i] == nil {
+		switch {
+		case isNotOwned(errs[i]): // taken over since we listed it: not ours to remove
+			r.log.Warn("not deregistered on shutdown: no longer ours", "service_id", reg.ID, "error", errs[i])
+			errs[i] = nil
+		case errs[i] == nil:
 			r.log.Info("deregistered on shutdown", "service_id", reg.ID, "container_id", container.ShortID(reg.ContainerID))
 		}
 	}

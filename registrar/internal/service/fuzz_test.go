@@ -14,6 +14,10 @@ func FuzzLabels(f *testing.F) {
 	f.Add("SERVICE_8080_CHECK_HTTP", "/health", "SERVICE_CHECK_INTERVAL=1s")
 	f.Add("SERVICE_IP", "::1/64", "SERVICE_NETWORK=none")
 	f.Add("SERVICE_", "", "SERVICE_99999_ID=x")
+	f.Add("SERVICE_CHECK_1_HTTP", "/h", "SERVICE_CHECK_1_PORT=9000")
+	f.Add("SERVICE_8080_CHECK_2_HTTP_HEADER_X-Key", "v\r\n", "SERVICE_CHECK_2_HTTPS=/")
+	f.Add("SERVICE_CHECK_PORT", "53", "SERVICE_CHECK_GRPC=svc")
+	f.Add("SERVICE_CHECK_07_TCP", "1", "SERVICE_53_UDP_CHECK_99_TTL=1s")
 	f.Fuzz(func(t *testing.T, key, value, envKV string) {
 		c := web(
 			labels(key, value),
@@ -50,6 +54,18 @@ func FuzzLabels(f *testing.F) {
 				}
 				if s.Address == "" || s.Port <= 0 {
 					t.Fatalf("no address: %+v", s)
+				}
+				last := -1
+				for _, ch := range s.AllChecks() {
+					if !ch.probes() || ch.Index <= last || ch.Index > maxCheckIndex {
+						t.Fatalf("bad check %+v after index %d", ch, last)
+					}
+					last = ch.Index
+					for name, vs := range ch.Header {
+						if !headerNameRE.MatchString(name) || len(vs) != 1 || hasControl(vs[0]) {
+							t.Fatalf("header %q=%q registered", name, vs)
+						}
+					}
 				}
 				_ = s.Fingerprint()
 			}

@@ -4,8 +4,10 @@
 //
 // A bad key never fails the whole container when it can be avoided: the
 // key is rejected with an *Error naming container, key and value, and the
-// rest is still registered. Only errors that would make a registration
-// wrong (an unusable check, an unreachable address) drop that one service.
+// rest is still registered. A check that cannot be built is left out and
+// the service keeps its other checks. Only errors that would make a
+// registration wrong (no usable check left of those asked for, an
+// unreachable address) drop that one service.
 package service
 
 import (
@@ -69,14 +71,29 @@ type Service struct {
 	Port        int
 	Tags        []string
 	Meta        map[string]string
-	Check       *Check
+	Check       *Check  // the first check: the lowest index (registrator's keys are index 0)
+	Checks      []Check `json:",omitempty"` // the others by index; Consul's registration has this shape
 	ContainerID string
 }
 
-// Check is the single health check of a service (registrator allows one).
+// AllChecks is every check of the service, by index.
+func (s Service) AllChecks() []Check {
+	if s.Check == nil {
+		return nil
+	}
+	return append([]Check{*s.Check}, s.Checks...)
+}
+
+// Check is one health check of a service. Fields added after registrator's
+// set are omitempty, so that a service using none of them keeps its
+// fingerprint (an upgrade does not re-register every service).
 type Check struct {
+	// Index is n of SERVICE_CHECK_<n>_*, 0 for the unindexed keys. Adding a
+	// check does not change the others' index, so it can name the check.
+	Index           int    `json:",omitempty"`
 	HTTP            string // full URL, for HTTP and HTTPS checks
 	Method          string
+	Header          map[string][]string `json:",omitempty"` // canonical names
 	TLSSkipVerify   bool
 	TCP             string // host:port
 	GRPC            string // host:port[/service]
@@ -323,11 +340,16 @@ func (b *builder) service(md Metadata, port container.Port, group bool, forced [
 	s.Tags = slices.DeleteFunc(s.Tags, hasControl)
 	s.Meta = b.meta(m)
 
-	check, ok := b.check(m, addr, svcPort)
+	checks, ok := b.checks(m, addr, svcPort)
 	if !ok {
 		return Service{}, false
 	}
-	s.Check = check
+	if len(checks) > 0 {
+		s.Check = &checks[0]
+	}
+	if len(checks) > 1 {
+		s.Checks = checks[1:]
+	}
 	return s, true
 }
 
