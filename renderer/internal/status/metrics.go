@@ -58,7 +58,7 @@ const (
 // fifteen predate client_golang: their names, types, labels and help are
 // an interface and stay as they are. Add new families at the end.
 var snapshotMetrics = []snapshotMetric{
-	{name: "ready", typ: gaugeValue, help: "1 when every template had a render accepted and the last reload of every proxy took.",
+	{name: "ready", typ: gaugeValue, help: "1 when /ready answers 200: every template had a render accepted, none failed to write, execute or parse, a supervised proxy is up and the last reload of every proxy took.",
 		global: func(s Snapshot) float64 { ok, _ := s.Ready(); return b2f(ok) }},
 	{name: "template_accepted", typ: gaugeValue, help: "1 once a render of the template has been accepted.",
 		tmpl: func(t Template) float64 { return b2f(t.Accepted) }},

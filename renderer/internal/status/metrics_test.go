@@ -297,7 +297,7 @@ func TestFamilies(t *testing.T) {
 		lbls string // sorted, comma separated
 		help string // "" = not pinned
 	}{
-		{"ready", dto.MetricType_GAUGE, "", "1 when every template had a render accepted and the last reload of every proxy took."},
+		{"ready", dto.MetricType_GAUGE, "", "1 when /ready answers 200: every template had a render accepted, none failed to write, execute or parse, a supervised proxy is up and the last reload of every proxy took."},
 		{"template_accepted", dto.MetricType_GAUGE, tl, "1 once a render of the template has been accepted."},
 		{"template_error", dto.MetricType_GAUGE, tl, "1 while the template's last render was rejected."},
 		{"swaps_total", dto.MetricType_COUNTER, tl, "Rendered configs swapped into the live file."},
