@@ -24,6 +24,7 @@ import (
 	"github.com/switchyard/switchyard/registrar/internal/config"
 	"github.com/switchyard/switchyard/registrar/internal/consul"
 	"github.com/switchyard/switchyard/registrar/internal/docker"
+	"github.com/switchyard/switchyard/registrar/internal/health"
 	"github.com/switchyard/switchyard/registrar/internal/hostaddr"
 	"github.com/switchyard/switchyard/registrar/internal/reconcile"
 	"github.com/switchyard/switchyard/registrar/internal/service"
@@ -49,6 +50,10 @@ func newApp(stderr io.Writer, runner runFunc) *cli.App {
 		Flags:           flags(),
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
+		Commands: []*cli.Command{
+			maintCommand("drain", "put every service of this host (this node's registrar) into Consul maintenance, for host work", true, stderr),
+			maintCommand("undrain", "take every service of this host out of Consul maintenance", false, stderr),
+		},
 		// registrator users write flags after nothing but flags; keep Go's
 		// flag rules (both -flag and --flag) and no flag reordering.
 		Action: func(c *cli.Context) error {
@@ -95,6 +100,11 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "status-addr", EnvVars: env("STATUS_ADDR"), Usage: "serve /ready, /status and /healthz on this host:port (off by default); bound before anything else starts"},
 		&cli.DurationFlag{Name: "io-timeout", Value: 10 * time.Second, EnvVars: env("IO_TIMEOUT"), Usage: "deadline of each Docker and Consul call"},
 		&cli.DurationFlag{Name: "stall-timeout", Value: time.Minute, EnvVars: env("STALL_TIMEOUT"), Usage: "/ready fails while one reconcile step has run longer than this"},
+		&cli.BoolFlag{Name: "drain", Value: true, EnvVars: env("DRAIN"), Usage: "on SIGTERM (docker stop), put the container's services into Consul maintenance until it dies; SERVICE_DRAIN overrides"},
+		&cli.BoolFlag{Name: "wait-healthy", EnvVars: env("WAIT_HEALTHY"), Usage: "register a container with a Docker HEALTHCHECK only once it is no longer starting; SERVICE_WAIT_HEALTHY overrides"},
+		&cli.StringFlag{Name: "health-starting", Value: "critical", EnvVars: env("HEALTH_STARTING"), Usage: "Consul status of the Docker health check while Docker says starting: critical or warning; SERVICE_HEALTH_STARTING overrides"},
+		&cli.DurationFlag{Name: "health-ttl", Value: 30 * time.Second, EnvVars: env("HEALTH_TTL"), Usage: "TTL of the Consul check mirroring a Docker HEALTHCHECK (refreshed every third of it)"},
+		&cli.DurationFlag{Name: "health-deregister-after", Value: 10 * time.Minute, EnvVars: env("HEALTH_DEREGISTER_AFTER"), Usage: "Consul removes a service whose Docker health check stayed critical this long (0: never)"},
 		&cli.StringFlag{Name: "consul-addr", Value: config.DefaultConsulAddr, EnvVars: []string{"CONSUL_HTTP_ADDR"}, Usage: "Consul agent address; the positional consul:// URI wins"},
 		&cli.StringFlag{Name: "consul-token", EnvVars: []string{"CONSUL_HTTP_TOKEN"}, Usage: "Consul ACL token"},
 		&cli.StringFlag{Name: "consul-token-file", EnvVars: []string{"CONSUL_HTTP_TOKEN_FILE"}, Usage: "file holding the Consul ACL token"},
@@ -126,6 +136,12 @@ func configFrom(c *cli.Context) (config.Config, error) {
 		LogLevel:        c.String("log-level"),
 		LogFormat:       c.String("log-format"),
 		StatusAddr:      c.String("status-addr"),
+
+		Drain:                 c.Bool("drain"),
+		WaitHealthy:           c.Bool("wait-healthy"),
+		HealthStarting:        c.String("health-starting"),
+		HealthTTL:             c.Duration("health-ttl"),
+		HealthDeregisterAfter: c.Duration("health-deregister-after"),
 	}
 	if cfg.ConsulAddr == "" { // CONSUL_HTTP_ADDR set but empty
 		cfg.ConsulAddr = config.DefaultConsulAddr
@@ -252,6 +268,10 @@ func setUp(ctx context.Context, log *slog.Logger, cfg config.Config, status *sta
 	policy := service.Policy{
 		Node: node, HostIP: cfg.HostIP, Internal: cfg.Internal, Explicit: cfg.Explicit,
 		IPFromLabel: cfg.IPFromLabel, ForceTags: tags,
+		Health: health.Policy{
+			WaitHealthy: cfg.WaitHealthy, Starting: cfg.HealthStarting, Drain: cfg.Drain,
+			TTL: cfg.HealthTTL, DeregisterAfter: cfg.HealthDeregisterAfter,
+		},
 	}
 	if cfg.HostIP == "" {
 		ip, err := hostaddr.Outbound()
@@ -266,7 +286,7 @@ func setUp(ctx context.Context, log *slog.Logger, cfg config.Config, status *sta
 	})
 	log.Info("registrar started", "node", node, "consul", cfg.ConsulAddr, "docker", src.Client().Endpoint(),
 		"ip", cfg.HostIP, "default_ip", policy.DefaultIP, "internal", cfg.Internal, "resync", cfg.Resync,
-		"deregister", cfg.Deregister, "on_shutdown", cfg.OnShutdown, "io_timeout", cfg.IOTimeout, "stall_timeout", cfg.StallTimeout)
+		"deregister", cfg.Deregister, "drain", cfg.Drain, "wait_healthy", cfg.WaitHealthy, "on_shutdown", cfg.OnShutdown, "io_timeout", cfg.IOTimeout, "stall_timeout", cfg.StallTimeout)
 	return rec, nil
 }
 

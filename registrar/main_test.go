@@ -53,6 +53,8 @@ func TestSingleAndDoubleDashParse(t *testing.T) {
 			dash + "retry-attempts", "3", dash + "retry-interval", "500", dash + "ttl", "30", dash + "ttl-refresh", "15",
 			dash + "node-name", "n1", dash + "on-shutdown", "deregister", dash + "log-level", "debug", dash + "log-format", "json",
 			dash + "io-timeout", "3s", dash + "stall-timeout", "2m",
+			dash + "drain=false", dash + "wait-healthy", dash + "health-starting", "warning",
+			dash + "health-ttl", "15s", dash + "health-deregister-after", "5m",
 		}
 	}
 	want := config.Config{
@@ -60,6 +62,7 @@ func TestSingleAndDoubleDashParse(t *testing.T) {
 		Tags: "a,b", Resync: 30 * time.Second, Deregister: "on-success", RetryAttempts: 3, RetryInterval: 500 * time.Millisecond,
 		NodeName: "n1", OnShutdown: "deregister", LogLevel: "debug", LogFormat: "json",
 		IOTimeout: 3 * time.Second, StallTimeout: 2 * time.Minute,
+		Drain: false, WaitHealthy: true, HealthStarting: "warning", HealthTTL: 15 * time.Second, HealthDeregisterAfter: 5 * time.Minute,
 	}
 	for _, dash := range []string{"-", "--"} {
 		cfg, _, err := parse(t, nil, args(dash)...)
@@ -81,6 +84,7 @@ func TestDefaults(t *testing.T) {
 		ConsulAddr: config.DefaultConsulAddr, Resync: time.Minute, Deregister: "always", OnShutdown: "keep",
 		RetryAttempts: -1, RetryInterval: 2 * time.Second, LogLevel: "info", LogFormat: "text",
 		IOTimeout: 10 * time.Second, StallTimeout: time.Minute,
+		Drain: true, HealthStarting: "critical", HealthTTL: 30 * time.Second, HealthDeregisterAfter: 10 * time.Minute,
 	}
 	if cfg != want {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
@@ -98,6 +102,8 @@ func TestEnvironment(t *testing.T) {
 		"REGISTRAR_NODE_NAME": "envnode", "REGISTRAR_ON_SHUTDOWN": "deregister", "REGISTRAR_LOG_LEVEL": "warn",
 		"REGISTRAR_LOG_FORMAT": "json", "REGISTRAR_STATUS_ADDR": "127.0.0.1:9999",
 		"REGISTRAR_IO_TIMEOUT": "4s", "REGISTRAR_STALL_TIMEOUT": "90s",
+		"REGISTRAR_DRAIN": "false", "REGISTRAR_WAIT_HEALTHY": "true", "REGISTRAR_HEALTH_STARTING": "warning",
+		"REGISTRAR_HEALTH_TTL": "20s", "REGISTRAR_HEALTH_DEREGISTER_AFTER": "0",
 	}
 	cfg, _, err := parse(t, env)
 	if err != nil {
@@ -109,6 +115,7 @@ func TestEnvironment(t *testing.T) {
 		Resync: 2 * time.Minute, Deregister: "never", RetryAttempts: 5, RetryInterval: 100 * time.Millisecond,
 		NodeName: "envnode", OnShutdown: "deregister", LogLevel: "warn", LogFormat: "json", StatusAddr: "127.0.0.1:9999",
 		IOTimeout: 4 * time.Second, StallTimeout: 90 * time.Second,
+		WaitHealthy: true, HealthStarting: "warning", HealthTTL: 20 * time.Second,
 	}
 	if cfg != want {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
@@ -140,6 +147,8 @@ func TestBadInputNamesFlagAndValue(t *testing.T) {
 		{[]string{"etcd://127.0.0.1:2379"}, `etcd://127.0.0.1:2379`},
 		{[]string{"consul://a", "consul://b"}, "one backend URI"},
 		{[]string{"--io-timeout", "0s"}, "--io-timeout=0s"},
+		{[]string{"--health-starting", "passing"}, `--health-starting="passing"`},
+		{[]string{"--health-deregister-after", "30s"}, "--health-deregister-after=30s"},
 	}
 	for _, tt := range tests {
 		_, _, err := parse(t, nil, tt.args...)

@@ -35,7 +35,9 @@ type stack struct {
 	status    string // the renderer's --status-addr, host:port
 }
 
-func startStack(t *testing.T) *stack {
+// startStack starts the pipeline; extra goes to the registrar, before its
+// positional Consul URI.
+func startStack(t *testing.T, extra ...string) *stack {
 	t.Helper()
 	root, err := testenv.ModuleRoot()
 	if err != nil {
@@ -50,8 +52,8 @@ func startStack(t *testing.T) *stack {
 	// A node name of the test's own: the registrar must only ever clean up
 	// what it registered, so parallel tests on one engine never collide.
 	node := testenv.RandomName("e2e-node")
-	s.registrar = testenv.StartProcess(t, "registrar", registrar,
-		[]string{"--node-name", node, "--resync", "5", "consul://" + s.consul.Addr})
+	args := append([]string{"--node-name", node, "--resync", "5"}, extra...)
+	s.registrar = testenv.StartProcess(t, "registrar", registrar, append(args, "consul://"+s.consul.Addr))
 
 	prefix := testenv.NginxPrefix(t)
 	s.conf = filepath.Join(prefix, "nginx.conf")

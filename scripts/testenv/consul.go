@@ -72,13 +72,9 @@ func StartConsul(t testing.TB) *Consul {
 // NewConsul prepares an agent on free ports; Start runs it. It is exported
 // for the benchmarks, which have no testing.T.
 func NewConsul(bin, dir, node string) (*Consul, error) {
-	var ports [4]int
-	for i := range ports {
-		p, err := PickPort()
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = p
+	ports, err := PickPorts(4)
+	if err != nil {
+		return nil, err
 	}
 	c := &Consul{
 		Addr:     "127.0.0.1:" + strconv.Itoa(ports[0]),

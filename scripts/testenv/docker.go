@@ -139,6 +139,17 @@ type RunOptions struct {
 	Ports   []string // container ports to publish on 127.0.0.1 with a random host port, "8080" or "53/udp"
 	Network string   // network mode or user-defined network name
 	Cmd     []string
+	// Healthcheck is a Docker HEALTHCHECK; the webapp image answers
+	// ProbeHealthcheck.
+	Healthcheck *docker.HealthConfig
+	// StopTimeout is docker stop's default grace for this container.
+	StopTimeout int
+}
+
+// ProbeHealthcheck is a HEALTHCHECK for the webapp image (no shell in it):
+// its own probe mode, every interval.
+func ProbeHealthcheck(interval time.Duration) *docker.HealthConfig {
+	return &docker.HealthConfig{Test: []string{"CMD", "/webapp", "probe"}, Interval: interval, Timeout: 2 * time.Second, Retries: 1}
 }
 
 // RunContainer creates and starts a container; it is force-removed when the
@@ -192,6 +203,8 @@ func StartContainer(c *docker.Client, o RunOptions) (*docker.Container, error) {
 			Env:          env,
 			Cmd:          o.Cmd,
 			ExposedPorts: exposed,
+			Healthcheck:  o.Healthcheck,
+			StopTimeout:  o.StopTimeout,
 		},
 		HostConfig: &docker.HostConfig{
 			PortBindings: bindings,

@@ -85,6 +85,28 @@ func PickPort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// PickPorts returns n distinct free ports. Every listener stays open
+// until all are picked: closed one by one, the kernel may hand the same
+// port out twice, and an agent given one port for HTTP and Serf fails.
+func PickPorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
 // lookBinary finds a binary: the env var wins, then the candidates, then PATH.
 func lookBinary(envVar, name string, candidates ...string) (string, error) {
 	if p := os.Getenv(envVar); p != "" {

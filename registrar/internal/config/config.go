@@ -57,6 +57,15 @@ type Config struct {
 	IOTimeout     time.Duration // deadline of each Docker and Consul call
 	StallTimeout  time.Duration // a loop step running longer is not ready
 
+	// Docker HEALTHCHECK and drain (see package health).
+	Drain          bool          // --drain: maintenance on SIGTERM, until die
+	WaitHealthy    bool          // --wait-healthy
+	HealthStarting string        // --health-starting: critical or warning
+	HealthTTL      time.Duration // --health-ttl
+	// HealthDeregisterAfter is DeregisterCriticalServiceAfter of the
+	// Docker health check; 0 disables.
+	HealthDeregisterAfter time.Duration
+
 	LogLevel   string
 	LogFormat  string
 	StatusAddr string // optional /ready and /healthz listener
@@ -120,6 +129,18 @@ func (c *Config) Validate() error {
 	}
 	if c.StallTimeout <= 0 {
 		bad("--stall-timeout", c.StallTimeout, "want a positive duration")
+	}
+	switch c.HealthStarting {
+	case "critical", "warning":
+	default:
+		bad("--health-starting", strconv.Quote(c.HealthStarting), "want critical or warning")
+	}
+	if c.HealthTTL < time.Second {
+		bad("--health-ttl", c.HealthTTL, "want at least 1s")
+	}
+	// Consul's reaper ignores anything below a minute.
+	if c.HealthDeregisterAfter != 0 && c.HealthDeregisterAfter < time.Minute {
+		bad("--health-deregister-after", c.HealthDeregisterAfter, "want 0 (off) or at least 1m")
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "warning", "error":

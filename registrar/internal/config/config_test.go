@@ -11,6 +11,7 @@ func valid() Config {
 		ConsulAddr: DefaultConsulAddr, Deregister: DeregisterAlways, OnShutdown: ShutdownKeep,
 		RetryAttempts: -1, RetryInterval: 2 * time.Second, LogLevel: "info", LogFormat: "text",
 		Resync: time.Minute, IOTimeout: 10 * time.Second, StallTimeout: time.Minute,
+		HealthStarting: "critical", HealthTTL: 30 * time.Second, HealthDeregisterAfter: 10 * time.Minute, Drain: true,
 	}
 }
 

@@ -184,7 +184,10 @@ func Registration(s service.Service) *api.AgentServiceRegistration {
 // unindexed keys, keeps the ID the agent gives a single check.
 func agentCheck(s service.Service, ch service.Check) *api.AgentServiceCheck {
 	id, name := "service:"+s.ID, fmt.Sprintf("Service '%s' check", s.Name)
-	if ch.Index > 0 {
+	switch {
+	case ch.Docker:
+		id, name = DockerCheckID(s.ID), fmt.Sprintf("Service '%s' Docker health", s.Name)
+	case ch.Index > 0:
 		id, name = fmt.Sprintf("%s:%d", id, ch.Index), fmt.Sprintf("%s %d", name, ch.Index)
 	}
 	return &api.AgentServiceCheck{
@@ -205,6 +208,49 @@ func agentCheck(s service.Service, ch service.Check) *api.AgentServiceCheck {
 
 		DeregisterCriticalServiceAfter: durationString(ch.DeregisterAfter),
 	}
+}
+
+// DockerCheckID is the ID of the check mirroring a service's Docker
+// HEALTHCHECK.
+func DockerCheckID(serviceID string) string { return "service:" + serviceID + ":docker" }
+
+// UpdateDockerCheck sets the TTL check mirroring Docker's HEALTHCHECK to
+// its desired status, which also restarts its TTL. A re-registration
+// alone is not enough: the agent restores a TTL check's last status from
+// its own saved state.
+func (c *Catalog) UpdateDockerCheck(ctx context.Context, s service.Service) error {
+	ch, ok := s.DockerCheck()
+	if !ok {
+		return nil
+	}
+	out := "Docker health: " + ch.Status
+	err := c.client.Agent().UpdateTTLOpts(DockerCheckID(s.ID), out, ch.Status, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return &WriteError{Op: "update check of", ServiceID: s.ID, Err: err}
+	}
+	return nil
+}
+
+// Maintenance puts a service we own into maintenance (on) or takes it out.
+// An ID held by someone else is refused; an unknown one is no error.
+func (c *Catalog) Maintenance(ctx context.Context, id string, on bool, reason string) error {
+	exists, err := c.ours(ctx, id)
+	if err != nil || !exists {
+		if err != nil {
+			err = &WriteError{Op: "maintenance of", ServiceID: id, Err: err}
+		}
+		return err
+	}
+	opts := (&api.QueryOptions{}).WithContext(ctx)
+	if on {
+		err = c.client.Agent().EnableServiceMaintenanceOpts(id, reason, opts)
+	} else {
+		err = c.client.Agent().DisableServiceMaintenanceOpts(id, opts)
+	}
+	if err != nil {
+		return &WriteError{Op: "maintenance of", ServiceID: id, Err: err}
+	}
+	return nil
 }
 
 func durationString(d interface{ String() string }) string {

@@ -6,6 +6,7 @@ package container
 import (
 	"errors"
 	"strings"
+	"time"
 )
 
 // ErrNotFound is returned by a container source when the container no
@@ -47,6 +48,12 @@ type State struct {
 	Paused    bool
 	ExitCode  int
 	OOMKilled bool
+	// Health is Docker's HEALTHCHECK state: "starting", "healthy",
+	// "unhealthy", or "" when the container has none.
+	Health string
+	// StartedAt tells one run from the next: a drain ends when the
+	// container runs again after it.
+	StartedAt time.Time
 }
 
 // Network is one attachment of the container.
@@ -88,6 +95,9 @@ type Event struct {
 	// Resync asks for a full resync: the stream was (re)connected and
 	// events may have been missed meanwhile.
 	Resync bool
+	// Drain says the container was told to stop (SIGTERM, docker stop):
+	// its services leave the rotation now, before it dies.
+	Drain bool
 }
 
 // ShortID is the 12-character form used in logs and by the docker CLI.

@@ -25,6 +25,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/switchyard/switchyard/registrar/internal/container"
+	"github.com/switchyard/switchyard/registrar/internal/health"
 )
 
 // Source reads containers from one Docker engine.
@@ -214,7 +215,11 @@ func hintFor(ev eventMsg) (container.Event, bool) {
 	case "container":
 		action, _, _ := strings.Cut(ev.Action, ":") // "health_status: healthy"
 		if hintActions[action] && ev.Actor.ID != "" {
-			return container.Event{ContainerID: ev.Actor.ID}, true
+			// docker stop sends SIGTERM (a kill event) and waits: that
+			// is the drain window. The stop event itself comes after
+			// die; it still drains, for engines that send it first.
+			drain := action == "stop" || (action == "kill" && health.StopSignal(ev.Actor.Attributes["signal"]))
+			return container.Event{ContainerID: ev.Actor.ID, Drain: drain}, true
 		}
 	case "network":
 		if ev.Action == "connect" || ev.Action == "disconnect" {
@@ -331,6 +336,8 @@ func FromDocker(d *docker.Container, target *docker.Container) container.Contain
 			Paused:    d.State.Paused,
 			ExitCode:  d.State.ExitCode,
 			OOMKilled: d.State.OOMKilled,
+			Health:    d.State.Health.Status,
+			StartedAt: d.State.StartedAt,
 		},
 	}
 	if d.Config != nil {

@@ -129,6 +129,45 @@ func TestHintFor(t *testing.T) {
 	}
 }
 
+func TestHintForDrain(t *testing.T) {
+	ev := func(action string, attrs map[string]string) eventMsg {
+		var e eventMsg
+		e.Type, e.Action, e.Actor.ID, e.Actor.Attributes = "container", action, "c1", attrs
+		return e
+	}
+	tests := []struct {
+		in    eventMsg
+		drain bool
+	}{
+		{ev("kill", map[string]string{"signal": "15"}), true},
+		{ev("kill", map[string]string{"signal": "SIGTERM"}), true},
+		{ev("kill", map[string]string{"signal": "9"}), false},
+		{ev("kill", map[string]string{"signal": "1"}), false},
+		{ev("stop", nil), true},
+		{ev("die", nil), false},
+		{ev("start", nil), false},
+	}
+	for _, tt := range tests {
+		got, ok := hintFor(tt.in)
+		if !ok || got.ContainerID != "c1" || got.Drain != tt.drain {
+			t.Errorf("hintFor(%s %v) = %+v, %v; want drain %t", tt.in.Action, tt.in.Actor.Attributes, got, ok, tt.drain)
+		}
+	}
+}
+
+func TestFromDockerHealth(t *testing.T) {
+	d := &docker.Container{ID: "c1", Name: "/a"}
+	d.State.Running = true
+	d.State.Health.Status = "starting"
+	if got := FromDocker(d, nil).State.Health; got != "starting" {
+		t.Errorf("health %q, want starting", got)
+	}
+	d.State.Health.Status = ""
+	if got := FromDocker(d, nil).State.Health; got != "" {
+		t.Errorf("health %q, want none", got)
+	}
+}
+
 func TestBaseURL(t *testing.T) {
 	tests := []struct {
 		endpoint string

@@ -40,7 +40,12 @@ func (r *Reconciler) apply(ctx context.Context, ids map[string]bool) error {
 		cctx, cancel := r.callCtx(ctx)
 		defer cancel()
 		if o.register {
-			return r.cat.Register(cctx, o.svc)
+			if err := r.cat.Register(cctx, o.svc); err != nil {
+				return err
+			}
+			// The agent keeps a TTL check's last status over a
+			// re-registration: set the one we want.
+			return r.cat.UpdateDockerCheck(cctx, o.svc)
 		}
 		return r.cat.Deregister(cctx, o.id)
 	})

@@ -136,10 +136,13 @@ type fakeConsul struct {
 	writes   int
 	fail     error // every write fails while set
 	reject   map[string]bool
+	maint    map[string]bool   // service ID -> in maintenance
+	checks   map[string]string // service ID -> Docker check status last set
+	ttlSets  int               // UpdateDockerCheck calls
 }
 
 func newFakeConsul(node string) *fakeConsul {
-	return &fakeConsul{node: node, services: map[string]service.Service{}, reject: map[string]bool{}}
+	return &fakeConsul{node: node, services: map[string]service.Service{}, reject: map[string]bool{}, maint: map[string]bool{}, checks: map[string]string{}}
 }
 
 type rejectedErr struct{}
@@ -210,7 +213,52 @@ func (f *fakeConsul) Deregister(ctx context.Context, id string) error {
 		return err
 	}
 	delete(f.services, id)
+	delete(f.maint, id) // the agent drops a service's maintenance with it
 	return nil
+}
+
+func (f *fakeConsul) UpdateDockerCheck(ctx context.Context, s service.Service) error {
+	ch, ok := s.DockerCheck()
+	if !ok {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.ttlSets++
+	f.checks[s.ID] = ch.Status
+	return nil
+}
+
+func (f *fakeConsul) Maintenance(ctx context.Context, id string, on bool, reason string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	if _, ok := f.services[id]; !ok {
+		return nil
+	}
+	if on {
+		f.maint[id] = true
+	} else {
+		delete(f.maint, id)
+	}
+	return nil
+}
+
+func (f *fakeConsul) inMaint(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.maint[id]
+}
+
+func (f *fakeConsul) checkStatus(id string) (string, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.checks[id], f.ttlSets
 }
 
 func (f *fakeConsul) ids() []string {

@@ -50,6 +50,11 @@ type Catalog interface {
 	// Deregister removes a service; an unknown ID is not an error, one
 	// held by someone else is refused like Register does.
 	Deregister(ctx context.Context, serviceID string) error
+	// UpdateDockerCheck sets the TTL check mirroring Docker's HEALTHCHECK
+	// (if s has one) to its status, restarting its TTL.
+	UpdateDockerCheck(ctx context.Context, s service.Service) error
+	// Maintenance puts a service we own into maintenance or out of it.
+	Maintenance(ctx context.Context, serviceID string, on bool, reason string) error
 }
 
 // Deregister modes: what happens to the services of a container that
@@ -97,6 +102,12 @@ type tracked struct {
 	due        time.Time         // when to re-read it; zero: not scheduled
 	cooldown   time.Time         // end of its debounce window
 	attempts   int               // failed attempts in a row
+	// Draining: drain is the container's setting (SERVICE_DRAIN or the
+	// policy); drainPending a stop hint not acted on yet; draining that
+	// its services are in maintenance for the run that started at
+	// drainRun; undrainPending that it runs again since.
+	drain, drainPending, draining, undrainPending bool
+	drainRun                                      time.Time
 }
 
 // Reconciler converges Consul to Docker. Create it with New, then call Run.
@@ -119,6 +130,7 @@ type Reconciler struct {
 	resyncErr      string    // why the last full resync failed
 	lastResync     time.Time // start of the last successful full resync
 	refusals       uint64    // takeovers refused so far
+	ttlDue         time.Time // next refresh of the Docker health checks
 }
 
 // New returns a Reconciler; nothing runs until Run.
@@ -174,6 +186,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 
 func (r *Reconciler) loop(ctx context.Context, events <-chan container.Event) error {
 	r.resyncDue = time.Now() // start-up resync
+	r.ttlDue = time.Now().Add(r.ttlEvery())
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -224,6 +237,9 @@ func (r *Reconciler) hint(ev container.Event, now time.Time) {
 		return
 	}
 	t := r.track(ev.ContainerID)
+	if ev.Drain {
+		t.drainPending = true
+	}
 	at := now
 	if now.Before(t.cooldown) {
 		at = t.cooldown
@@ -235,6 +251,9 @@ func (r *Reconciler) hint(ev container.Event, now time.Time) {
 
 func (r *Reconciler) nextDue() (time.Time, bool) {
 	next := r.resyncDue
+	if !r.ttlDue.IsZero() && (next.IsZero() || r.ttlDue.Before(next)) {
+		next = r.ttlDue
+	}
 	for _, t := range r.ctrs {
 		if !t.due.IsZero() && (next.IsZero() || t.due.Before(next)) {
 			next = t.due
@@ -253,6 +272,9 @@ func (r *Reconciler) step(ctx context.Context, now time.Time) {
 			t.cooldown = time.Time{}
 		}
 	}
+	// Drains first: a stopping container leaves the rotation before
+	// anything that may take a timeout.
+	r.maintenance(ctx)
 	if !r.resyncDue.IsZero() && !now.Before(r.resyncDue) {
 		r.begin(now, "full resync")
 		r.fullResync(ctx, now)
@@ -268,6 +290,12 @@ func (r *Reconciler) step(ctx context.Context, now time.Time) {
 			r.begin(now, "re-read of "+plural(len(ids), "container"))
 			r.syncContainers(ctx, ids)
 		}
+	}
+	r.maintenance(ctx) // ends the drains of containers that run again
+	if !now.Before(r.ttlDue) {
+		r.begin(now, "health check refresh")
+		r.refreshChecks(ctx)
+		r.ttlDue = time.Now().Add(r.ttlEvery())
 	}
 	r.busy.Store(nil)
 	r.publish()
@@ -339,7 +367,11 @@ func (r *Reconciler) absorb(id string, res inspected, now time.Time) bool {
 		t.inspectErr, t.attempts = "", 0
 	}
 	c := res.c
+	if t.draining && c.State.Running && !c.State.StartedAt.Equal(t.drainRun) {
+		t.draining, t.undrainPending = false, true // a new run: back in rotation
+	}
 	t.seen, t.name, t.state = true, c.Name, c.State
+	t.drain = service.Drain(c, r.opt.Policy)
 	svcs, errs := service.FromContainer(c, r.opt.Policy)
 	r.logRejections(t, c, errs)
 	t.services = svcs

@@ -26,6 +26,9 @@ type Status struct {
 	// ones still standing.
 	TakeoversRefused uint64    `json:"takeovers_refused"`
 	Refused          []Refusal `json:"refused"`
+	// Draining counts the containers whose services are in maintenance
+	// because they were told to stop.
+	Draining int `json:"draining"`
 }
 
 // Refusal is a service ID a container asks for that is held by someone
@@ -77,9 +80,16 @@ func (r *Reconciler) publish() {
 		st.LastResync = &t
 	}
 	var pending []string
+	owning := map[string]bool{}
+	for _, reg := range r.owned {
+		owning[reg.ContainerID] = true
+	}
 	for id, t := range r.ctrs {
 		if t.attempts > 0 {
 			pending = append(pending, id)
+		}
+		if t.draining && owning[id] {
+			st.Draining++
 		}
 		for sid, holder := range t.refused {
 			st.Refused = append(st.Refused, Refusal{ServiceID: sid, ContainerID: id, Container: t.name, Holder: holder})

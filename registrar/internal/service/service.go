@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/registrar/internal/container"
+	"github.com/switchyard/switchyard/registrar/internal/health"
 )
 
 // Ownership meta keys: every registration carries them, and cleanup only
@@ -61,6 +62,8 @@ type Policy struct {
 	IPFromLabel string // --useIpFromLabel: label holding the address
 	// ForceTags is --tags, a Go template over the inspect data; nil for none.
 	ForceTags *template.Template
+	// Health is the Docker HEALTHCHECK and drain policy.
+	Health health.Policy
 }
 
 // Service is one registration the container should have.
@@ -90,7 +93,10 @@ func (s Service) AllChecks() []Check {
 type Check struct {
 	// Index is n of SERVICE_CHECK_<n>_*, 0 for the unindexed keys. Adding a
 	// check does not change the others' index, so it can name the check.
-	Index           int    `json:",omitempty"`
+	Index int `json:",omitempty"`
+	// Docker marks the TTL check that mirrors Docker's HEALTHCHECK; the
+	// reconciler refreshes it.
+	Docker          bool   `json:",omitempty"`
 	HTTP            string // full URL, for HTTP and HTTPS checks
 	Method          string
 	Header          map[string][]string `json:",omitempty"` // canonical names
@@ -152,7 +158,10 @@ func ParseForceTags(s string) (*template.Template, error) {
 }
 
 // known are the keys that are not service meta.
-var known = map[string]bool{"name": true, "id": true, "tags": true, "ignore": true, "ip": true, "network": true}
+var known = map[string]bool{
+	"name": true, "id": true, "tags": true, "ignore": true, "ip": true, "network": true,
+	"drain": true, "health_starting": true, "wait_healthy": true,
+}
 
 // FromContainer returns the services c should have under p, sorted by ID,
 // and every rejection met on the way. A container that is not running has
@@ -344,6 +353,16 @@ func (b *builder) service(md Metadata, port container.Port, group bool, forced [
 	if !ok {
 		return Service{}, false
 	}
+	d, errs := health.Decide(b.c.State.Health, b.p.Health, healthKeys(m))
+	for _, err := range errs {
+		b.errs = append(b.errs, b.errf("SERVICE_*", b.c.State.Health, err.Error()))
+	}
+	if !d.Register {
+		return Service{}, false
+	}
+	if d.Check {
+		checks = append(checks, b.dockerCheck(d.Status))
+	}
 	if len(checks) > 0 {
 		s.Check = &checks[0]
 	}
@@ -351,6 +370,43 @@ func (b *builder) service(md Metadata, port container.Port, group bool, forced [
 		s.Checks = checks[1:]
 	}
 	return s, true
+}
+
+// dockerCheck mirrors the container's Docker HEALTHCHECK: a TTL check the
+// reconciler keeps refreshed with Status, so it turns critical (and the
+// services are eventually reaped) when no registrar refreshes it.
+func (b *builder) dockerCheck(status string) Check {
+	ttl := b.p.Health.TTL
+	if ttl <= 0 {
+		ttl = DefaultHealthTTL
+	}
+	return Check{Docker: true, TTL: ttl, Status: status, DeregisterAfter: b.p.Health.DeregisterAfter}
+}
+
+// DefaultHealthTTL is the TTL of a Docker health check when the policy
+// sets none.
+const DefaultHealthTTL = 30 * time.Second
+
+func healthKeys(m map[string]entry) health.Keys {
+	return health.Keys{Starting: m["health_starting"].Value, WaitHealthy: m["wait_healthy"].Value, Drain: m["drain"].Value}
+}
+
+// Drain reports whether c's services go into maintenance when it is told
+// to stop (SERVICE_DRAIN, else the policy). Pure, like FromContainer.
+func Drain(c container.Container, p Policy) bool {
+	md, _ := ParseMetadata(c.Env, c.Labels)
+	on, _ := health.Drain(p.Health, healthKeys(md.generic))
+	return on
+}
+
+// DockerCheck returns the check of s that mirrors Docker's HEALTHCHECK.
+func (s Service) DockerCheck() (Check, bool) {
+	for _, c := range s.AllChecks() {
+		if c.Docker {
+			return c, true
+		}
+	}
+	return Check{}, false
 }
 
 // badID explains why Consul could not take id in a URL path (the agent's
