@@ -271,24 +271,60 @@ func (b *builder) sharedNS() bool {
 
 func (b *builder) service(md Metadata, port container.Port, group bool, forced []string) (Service, bool) {
 	m := md.For(port.Port, port.Proto)
-
-	if e, ok := m["ignore"]; ok {
-		v, valid := ParseBool(e.Value)
-		if !valid {
-			// registrator ignores on any non-empty value; keep that for
-			// spellings we do not know, but say so.
-			b.reject(e, "not a boolean; treated as true like registrator")
-			v = true
-		}
-		if v {
-			return Service{}, false
-		}
-	}
-	nameEntry, hasName := m["name"]
-	if b.p.Explicit && !hasName {
+	if b.ignored(m) {
 		return Service{}, false
 	}
+	name, ok := b.name(m, port, group)
+	if !ok {
+		return Service{}, false
+	}
+	id, ok := b.id(m, port, group)
+	if !ok {
+		return Service{}, false
+	}
+	addr, svcPort, ok := b.address(m, port)
+	if !ok {
+		return Service{}, false
+	}
+	s := Service{ID: id, Name: name, Address: addr, Port: svcPort, ContainerID: b.c.ID,
+		Tags: b.tags(m, forced), Meta: b.meta(m)}
+	checks, ok := b.allChecks(m, addr, svcPort)
+	if !ok {
+		return Service{}, false
+	}
+	if len(checks) > 0 {
+		s.Check = &checks[0]
+	}
+	if len(checks) > 1 {
+		s.Checks = checks[1:]
+	}
+	return s, true
+}
 
+// ignored applies SERVICE_IGNORE.
+func (b *builder) ignored(m map[string]entry) bool {
+	e, ok := m["ignore"]
+	if !ok {
+		return false
+	}
+	v, valid := ParseBool(e.Value)
+	if !valid {
+		// registrator ignores on any non-empty value; keep that for
+		// spellings we do not know, but say so.
+		b.reject(e, "not a boolean; treated as true like registrator")
+		v = true
+	}
+	return v
+}
+
+// name is the service name: SERVICE_NAME or the image's base name, with
+// -<port> for a container of several ports; false when -explicit wants a
+// name and there is none, or the name is not valid.
+func (b *builder) name(m map[string]entry, port container.Port, group bool) (string, bool) {
+	nameEntry, hasName := m["name"]
+	if b.p.Explicit && !hasName {
+		return "", false
+	}
 	name := container.BaseImageName(b.c.Image)
 	if hasName {
 		name = strings.TrimSpace(nameEntry.Value)
@@ -302,9 +338,14 @@ func (b *builder) service(md Metadata, port container.Port, group bool, forced [
 			key, value = nameEntry.Raw, nameEntry.Value
 		}
 		b.errs = append(b.errs, b.errf(key, value, fmt.Sprintf("service name %q: want letters, digits, '.', '_' or '-'", name)))
-		return Service{}, false
+		return "", false
 	}
+	return name, true
+}
 
+// id is the service ID: SERVICE_ID or <node>:<container>:<port>, with
+// :<proto> for other protocols than TCP.
+func (b *builder) id(m map[string]entry, port container.Port, group bool) (string, bool) {
 	id := b.p.Node + ":" + b.c.Name + ":" + strconv.Itoa(port.Port)
 	if e, ok := m["id"]; ok && strings.TrimSpace(e.Value) != "" {
 		id = strings.TrimSpace(e.Value)
@@ -322,54 +363,46 @@ func (b *builder) service(md Metadata, port container.Port, group bool, forced [
 			key, value = e.Raw, e.Value
 		}
 		b.errs = append(b.errs, b.errf(key, value, reason))
-		return Service{}, false
+		return "", false
 	}
+	return id, true
+}
 
-	addr, svcPort, ok := b.address(m, port)
-	if !ok {
-		return Service{}, false
-	}
-
-	s := Service{
-		ID:          id,
-		Name:        name,
-		Address:     addr,
-		Port:        svcPort,
-		ContainerID: b.c.ID,
-	}
+// tags are SERVICE_TAGS plus -tags, deduplicated; a tag with control
+// characters is dropped and reported.
+func (b *builder) tags(m map[string]entry, forced []string) []string {
+	var tags []string
 	if e, ok := m["tags"]; ok {
-		s.Tags = SplitTags(e.Value)
+		tags = SplitTags(e.Value)
 	}
-	s.Tags = dedupe(append(s.Tags, forced...))
-	for _, t := range s.Tags {
+	tags = dedupe(append(tags, forced...))
+	for _, t := range tags {
 		if hasControl(t) {
 			b.errs = append(b.errs, b.errf("SERVICE_TAGS", t, "tag has control characters; dropped"))
 		}
 	}
-	s.Tags = slices.DeleteFunc(s.Tags, hasControl)
-	s.Meta = b.meta(m)
+	return slices.DeleteFunc(tags, hasControl)
+}
 
-	checks, ok := b.checks(m, addr, svcPort)
+// allChecks are the label checks plus the Docker HEALTHCHECK's; false
+// when the service must not be registered (a bad check, or a container
+// that is to register only once healthy and is not yet).
+func (b *builder) allChecks(m map[string]entry, addr string, port int) ([]Check, bool) {
+	checks, ok := b.checks(m, addr, port)
 	if !ok {
-		return Service{}, false
+		return nil, false
 	}
 	d, errs := health.Decide(b.c.State.Health, b.p.Health, healthKeys(m))
 	for _, err := range errs {
 		b.errs = append(b.errs, b.errf("SERVICE_*", b.c.State.Health, err.Error()))
 	}
 	if !d.Register {
-		return Service{}, false
+		return nil, false
 	}
 	if d.Check {
 		checks = append(checks, b.dockerCheck(d.Status))
 	}
-	if len(checks) > 0 {
-		s.Check = &checks[0]
-	}
-	if len(checks) > 1 {
-		s.Checks = checks[1:]
-	}
-	return s, true
+	return checks, true
 }
 
 // dockerCheck mirrors the container's Docker HEALTHCHECK: a TTL check the
