@@ -119,33 +119,9 @@ backend app
 {{- end }}
 `
 
-// faultBackend is an HTTP server on 127.0.0.1 answering "hello from NAME".
-type faultBackend struct {
-	name string
-	port int
-}
-
-func faultStartBackend(t *testing.T, name string) *faultBackend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			fmt.Fprintf(w, "hello from %s\n", name)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close(); <-done })
-	return &faultBackend{name: name, port: ln.Addr().(*net.TCPAddr).Port}
-}
-
 // faultRegister registers b as an instance of svc through the agent API,
 // as a registrar does (no check: passing).
-func faultRegister(t *testing.T, c *testenv.Consul, svc string, b *faultBackend) {
+func faultRegister(t *testing.T, c *testenv.Consul, svc string, b *backend) {
 	t.Helper()
 	reg := &api.AgentServiceRegistration{ID: svc + "-" + b.name, Name: svc, Address: "127.0.0.1", Port: b.port}
 	if err := c.Client.Agent().ServiceRegister(reg); err != nil {
@@ -153,7 +129,7 @@ func faultRegister(t *testing.T, c *testenv.Consul, svc string, b *faultBackend)
 	}
 }
 
-func faultDeregister(t *testing.T, c *testenv.Consul, svc string, b *faultBackend) {
+func faultDeregister(t *testing.T, c *testenv.Consul, svc string, b *backend) {
 	t.Helper()
 	if err := c.Client.Agent().ServiceDeregister(svc + "-" + b.name); err != nil {
 		t.Fatalf("deregister %s-%s: %v", svc, b.name, err)
@@ -266,8 +242,8 @@ func faultStart(t *testing.T, c *testenv.Consul, o faultOpts) *faultHost {
 // faultKillGroupLeftovers SIGKILLs what is left in process group pgid once
 // its leader is gone (only if some process is still in it).
 func faultKillGroupLeftovers(pgid int) {
-	for _, p := range faultProcTable() {
-		if p.pgrp == pgid && p.state != 'Z' {
+	for _, p := range testenv.Procs() {
+		if p.PGrp == pgid && p.State != 'Z' {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			return
 		}
@@ -475,65 +451,24 @@ func (h *faultHost) live(t *testing.T) []byte {
 	return b
 }
 
-// faultProc is one line of the process table.
-type faultProc struct {
-	pid, ppid, pgrp int
-	state           byte
-	comm            string
-}
-
-// faultProcTable reads /proc; processes that vanish meanwhile are skipped.
-func faultProcTable() []faultProc {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []faultProc
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-		if open < 0 || end < open {
-			continue
-		}
-		f := bytes.Fields(b[end+1:])
-		if len(f) < 3 || len(f[0]) == 0 {
-			continue
-		}
-		ppid, err1 := strconv.Atoi(string(f[1]))
-		pgrp, err2 := strconv.Atoi(string(f[2]))
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		out = append(out, faultProc{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0][0], comm: string(b[open+1 : end])})
-	}
-	return out
-}
-
 // faultProxyMaster finds the proxy master the renderer (pid parent) runs:
 // its child named comm that has live children of its own (a validation
 // run, `nginx -t` or `haproxy -c`, has none). It returns the master's pid
 // and its workers.
 func faultProxyMaster(parent int, comm string) (int, []int, error) {
-	procs := faultProcTable()
+	procs := testenv.Procs()
 	for _, m := range procs {
-		if m.ppid != parent || m.comm != comm || m.state == 'Z' {
+		if m.PPID != parent || m.Comm != comm || m.State == 'Z' {
 			continue
 		}
 		var workers []int
 		for _, w := range procs {
-			if w.ppid == m.pid && w.state != 'Z' {
-				workers = append(workers, w.pid)
+			if w.PPID == m.PID && w.State != 'Z' {
+				workers = append(workers, w.PID)
 			}
 		}
 		if len(workers) > 0 {
-			return m.pid, workers, nil
+			return m.PID, workers, nil
 		}
 	}
 	return 0, nil, fmt.Errorf("no %s master with workers among the children of pid %d", comm, parent)
@@ -548,12 +483,12 @@ func faultLeftovers(master int, workers []int) []string {
 		was[w] = true
 	}
 	var out []string
-	for _, p := range faultProcTable() {
-		if p.state == 'Z' {
+	for _, p := range testenv.Procs() {
+		if p.State == 'Z' {
 			continue // holds no socket; PID 1 may never reap it
 		}
-		if p.pid == master || p.ppid == master || p.pgrp == master || (was[p.pid] && p.pgrp == master) {
-			out = append(out, fmt.Sprintf("pid %d (%s, ppid %d, pgrp %d, state %c)", p.pid, p.comm, p.ppid, p.pgrp, p.state))
+		if p.PID == master || p.PPID == master || p.PGrp == master || (was[p.PID] && p.PGrp == master) {
+			out = append(out, fmt.Sprintf("pid %d (%s, ppid %d, pgrp %d, state %c)", p.PID, p.Comm, p.PPID, p.PGrp, p.State))
 		}
 	}
 	return out
@@ -596,7 +531,7 @@ func TestFaultProxyMasterKill9(t *testing.T) {
 				tmpl = faultHAProxyTemplate
 			}
 			svc := testenv.RandomName("kill9-" + kind)
-			b := faultStartBackend(t, svc+"-1")
+			b := startBackend(t, svc+"-1")
 			faultRegister(t, consul, svc, b)
 			h := faultStart(t, consul, faultOpts{proxy: kind, tmpl: tmpl, service: svc})
 			testenv.Eventually(t, 30*time.Second, func() error { return h.serves(b.name, "") })
@@ -678,7 +613,7 @@ func TestFaultProxyMasterKill9(t *testing.T) {
 func TestFaultProxyDies5TimesInAMinute(t *testing.T) {
 	consul := testenv.StartConsul(t)
 	svc := testenv.RandomName("die5")
-	b := faultStartBackend(t, svc+"-1")
+	b := startBackend(t, svc+"-1")
 	faultRegister(t, consul, svc, b)
 	h := faultStart(t, consul, faultOpts{proxy: "nginx", tmpl: faultNginxTemplate(""), service: svc})
 	testenv.Eventually(t, 30*time.Second, func() error { return h.serves(b.name, "") })
@@ -806,7 +741,7 @@ func TestFaultDestinationFullAndReadOnly(t *testing.T) {
 	consul := testenv.StartConsul(t)
 	dir := faultMountTmpfs(t, size)
 	svc := testenv.RandomName("full")
-	b := faultStartBackend(t, svc+"-1")
+	b := startBackend(t, svc+"-1")
 	faultRegister(t, consul, svc, b)
 	faultPut(t, consul, faultKeyGen, "1")
 	// nginx logs to its stderr (the renderer's log), not into the prefix:
@@ -1033,7 +968,7 @@ func TestFaultHeldRenderFailsValidationOnApply(t *testing.T) {
 	consul := testenv.StartConsul(t)
 	marker := filepath.Join(t.TempDir(), "reject")
 	svc := testenv.RandomName("held")
-	b1, b2 := faultStartBackend(t, svc+"-1"), faultStartBackend(t, svc+"-2")
+	b1, b2 := startBackend(t, svc+"-1"), startBackend(t, svc+"-2")
 	faultRegister(t, consul, svc, b1)
 	faultRegister(t, consul, svc, b2)
 	h := faultStart(t, consul, faultOpts{proxy: "nginx", mode: "external", tmpl: faultNginxTemplate(""), service: svc,
@@ -1126,7 +1061,7 @@ func TestFaultHeldRenderFailsValidationOnApply(t *testing.T) {
 func TestFaultTwoSwapsThenFailedReload(t *testing.T) {
 	consul := testenv.StartConsul(t)
 	svc, extra := testenv.RandomName("app"), testenv.RandomName("extra")
-	b := faultStartBackend(t, svc+"-1")
+	b := startBackend(t, svc+"-1")
 	faultRegister(t, consul, svc, b)
 	h := faultStart(t, consul, faultOpts{proxy: "nginx", tmpl: faultNginxTemplate(""), service: svc, extra: extra,
 		args: []string{"--wait", "2s:4s", "--min-reload-gap", "2s", "--command-timeout", "3s"}})
@@ -1153,7 +1088,7 @@ func TestFaultTwoSwapsThenFailedReload(t *testing.T) {
 
 	// The batch: swap 1, then swap 2, each waited for in /status.
 	batch := time.Now()
-	eb := faultStartBackend(t, extra+"-1")
+	eb := startBackend(t, extra+"-1")
 	faultRegister(t, consul, extra, eb)
 	sw1 := h.waitStatus(t, 10*time.Second, func(s *faultStatus) error {
 		if s.Templates[0].Swaps <= s1.Templates[0].Swaps {
@@ -1278,7 +1213,7 @@ func TestFaultTemplateSyntaxError(t *testing.T) {
 
 	// (b) The live edit.
 	svc := testenv.RandomName("edit")
-	b := faultStartBackend(t, svc+"-1")
+	b := startBackend(t, svc+"-1")
 	faultRegister(t, consul, svc, b)
 	tmpl := filepath.Join(dir, "live.tmpl")
 	if err := os.WriteFile(tmpl, []byte(faultNginxTemplate("v1")), 0o644); err != nil {

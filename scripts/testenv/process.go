@@ -125,9 +125,9 @@ func (p *Process) KillTree(t testing.TB) {
 	// listing and the kill.
 	_ = syscall.Kill(-pid, syscall.SIGSTOP)
 	groups := map[int]bool{pid: true}
-	for _, c := range procTable() {
-		if c.ppid == pid && c.pgrp > 1 && c.pgrp != syscall.Getpgrp() {
-			groups[c.pgrp] = true
+	for _, c := range Procs() {
+		if c.PPID == pid && c.PGrp > 1 && c.PGrp != syscall.Getpgrp() {
+			groups[c.PGrp] = true
 		}
 	}
 	for g := range groups {
@@ -135,51 +135,59 @@ func (p *Process) KillTree(t testing.TB) {
 	}
 	<-p.done
 	Eventually(t, 10*time.Second, func() error {
-		for _, c := range procTable() {
-			if groups[c.pgrp] && c.state != 'Z' {
-				return fmt.Errorf("pid %d (group %d) still alive after SIGKILL", c.pid, c.pgrp)
+		for _, c := range Procs() {
+			if groups[c.PGrp] && c.State != 'Z' {
+				return fmt.Errorf("pid %d (group %d) still alive after SIGKILL", c.PID, c.PGrp)
 			}
 		}
 		return nil
 	})
 }
 
-type procEntry struct {
-	pid, ppid, pgrp int
-	state           byte
+// Proc is one line of the process table.
+type Proc struct {
+	PID, PPID, PGrp int
+	State           byte   // 'R', 'S', 'Z', ...
+	Comm            string // the command name, as /proc/PID/stat has it
 }
 
-// procTable reads /proc; processes that vanish while we read are skipped.
-func procTable() []procEntry {
+// Procs reads /proc; processes that vanish while we read are skipped.
+func Procs() []Proc {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	var out []procEntry
+	var out []Proc
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
+		if p, ok := readProc(pid); ok {
+			out = append(out, p)
 		}
-		// The command name is in parentheses and may contain spaces.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := bytes.Fields(b[i+1:])
-		if len(f) < 3 || len(f[0]) == 0 {
-			continue
-		}
-		ppid, err1 := strconv.Atoi(string(f[1]))
-		pgrp, err2 := strconv.Atoi(string(f[2]))
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		out = append(out, procEntry{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0][0]})
 	}
 	return out
+}
+
+func readProc(pid int) (Proc, bool) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return Proc{}, false
+	}
+	// The command name is in parentheses and may contain spaces and ')'.
+	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || end < open {
+		return Proc{}, false
+	}
+	f := bytes.Fields(b[end+1:])
+	if len(f) < 3 || len(f[0]) == 0 {
+		return Proc{}, false
+	}
+	ppid, err1 := strconv.Atoi(string(f[1]))
+	pgrp, err2 := strconv.Atoi(string(f[2]))
+	if err1 != nil || err2 != nil {
+		return Proc{}, false
+	}
+	return Proc{PID: pid, PPID: ppid, PGrp: pgrp, State: f[0][0], Comm: string(b[open+1 : end])}, true
 }
