@@ -97,7 +97,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "on-shutdown", Value: config.ShutdownKeep, EnvVars: env("ON_SHUTDOWN"), Usage: "on SIGTERM: keep the services (an upgrade must not blink) or deregister them"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"},
-		&cli.StringFlag{Name: "status-addr", EnvVars: env("STATUS_ADDR"), Usage: "serve /ready, /status and /healthz on this host:port (off by default); bound before anything else starts"},
+		&cli.StringFlag{Name: "status-addr", EnvVars: env("STATUS_ADDR"), Usage: "serve /ready, /status, /healthz and /metrics on this host:port (off by default); bound before anything else starts"},
 		&cli.DurationFlag{Name: "io-timeout", Value: 10 * time.Second, EnvVars: env("IO_TIMEOUT"), Usage: "deadline of each Docker and Consul call"},
 		&cli.DurationFlag{Name: "stall-timeout", Value: time.Minute, EnvVars: env("STALL_TIMEOUT"), Usage: "/ready fails while one reconcile step has run longer than this"},
 		&cli.BoolFlag{Name: "drain", Value: true, EnvVars: env("DRAIN"), Usage: "on SIGTERM (docker stop), put the container's services into Consul maintenance until it dies; SERVICE_DRAIN overrides"},
@@ -282,7 +282,7 @@ func setUp(ctx context.Context, log *slog.Logger, cfg config.Config, status *sta
 	}
 	rec := reconcile.New(src, cat, reconcile.Options{
 		Policy: policy, Deregister: cfg.Deregister, Resync: cfg.Resync, Logger: log,
-		CallTimeout: cfg.IOTimeout, StallAfter: cfg.StallTimeout,
+		CallTimeout: cfg.IOTimeout, StallAfter: cfg.StallTimeout, Recorder: status.recorder(),
 	})
 	log.Info("registrar started", "node", node, "consul", cfg.ConsulAddr, "docker", src.Client().Endpoint(),
 		"ip", cfg.HostIP, "default_ip", policy.DefaultIP, "internal", cfg.Internal, "resync", cfg.Resync,

@@ -113,7 +113,9 @@ func (r *rig) waitCount(n int) {
 
 func TestWalkingSkeleton(t *testing.T) {
 	r := newRig(t)
-	r.start()
+	status := statusAddr(t)
+	r.start("--status-addr", status)
+	waitReady(t, status, true, "") // the event stream is up: the start below is an event
 	name := testenv.RandomName("sy-it-web")
 	ctr := testenv.RunContainer(t, testenv.RunOptions{
 		Name:   name,
@@ -142,6 +144,22 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 		if len(entries) != 1 {
 			return errors.New("no passing instance yet")
+		}
+		return nil
+	})
+
+	// /metrics counted the container's start event and the registration
+	// it caused.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		fams, err := fetchMetrics("http://" + status)
+		if err != nil {
+			return err
+		}
+		starts, _ := sample(fams, "events_total", "type", "start")
+		byEvent, _ := sample(fams, "registrations_total", "reason", "event")
+		services, _ := sample(fams, "services")
+		if starts < 1 || byEvent < 1 || services != 1 {
+			return fmt.Errorf("events_total{type=start} %v, registrations_total{reason=event} %v, services %v; want >= 1, >= 1, 1", starts, byEvent, services)
 		}
 		return nil
 	})

@@ -12,13 +12,15 @@ import (
 	"github.com/switchyard/switchyard/registrar/internal/reconcile"
 )
 
-// statusServer answers /healthz, /ready and /status on --status-addr. It
+// statusServer answers /healthz, /ready, /status and /metrics on
+// --status-addr. It
 // is bound before registrar reaches Docker or Consul, so it also answers
 // during start-up (not ready, saying what start-up waits for).
 type statusServer struct {
 	l     net.Listener
 	rec   atomic.Pointer[reconcile.Reconciler]
 	phase atomic.Pointer[string]
+	m     *metrics
 }
 
 // listenStatus binds addr; "" means no status server (nil, nil). A failure
@@ -31,7 +33,7 @@ func listenStatus(addr string) (*statusServer, error) {
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--status-addr=%s: %w", addr, err)}
 	}
-	s := &statusServer{l: l}
+	s := &statusServer{l: l, m: newMetrics()}
 	s.setPhase("starting")
 	return s, nil
 }
@@ -50,11 +52,19 @@ func (s *statusServer) setReconciler(rec *reconcile.Reconciler) {
 	}
 }
 
+// recorder is what the reconciler counts into; nil without a server.
+func (s *statusServer) recorder() reconcile.Recorder {
+	if s == nil {
+		return nil
+	}
+	return s.m
+}
+
 func (s *statusServer) status() reconcile.Status {
 	if rec := s.rec.Load(); rec != nil {
 		return rec.Status()
 	}
-	return reconcile.Status{Reason: "start-up: " + *s.phase.Load(), Refused: []reconcile.Refusal{}}
+	return reconcile.Status{Reason: "start-up: " + *s.phase.Load(), Refused: []reconcile.Refusal{}, Checks: map[string]int{}}
 }
 
 func (s *statusServer) handler() http.Handler {
@@ -71,6 +81,7 @@ func (s *statusServer) handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.status())
 	})
+	mux.Handle("GET /metrics", s.m.handler(s.status))
 	return mux
 }
 

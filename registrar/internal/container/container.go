@@ -98,6 +98,9 @@ type Event struct {
 	// Drain says the container was told to stop (SIGTERM, docker stop):
 	// its services leave the rotation now, before it dies.
 	Drain bool
+	// Type is the Docker action that sent the hint (start, die, kill,
+	// connect, health_status, ...), for metrics; empty for Resync.
+	Type string
 }
 
 // ShortID is the 12-character form used in logs and by the docker CLI.

@@ -219,12 +219,12 @@ func hintFor(ev eventMsg) (container.Event, bool) {
 			// is the drain window. The stop event itself comes after
 			// die; it still drains, for engines that send it first.
 			drain := action == "stop" || (action == "kill" && health.StopSignal(ev.Actor.Attributes["signal"]))
-			return container.Event{ContainerID: ev.Actor.ID, Drain: drain}, true
+			return container.Event{ContainerID: ev.Actor.ID, Drain: drain, Type: action}, true
 		}
 	case "network":
 		if ev.Action == "connect" || ev.Action == "disconnect" {
 			if id := ev.Actor.Attributes["container"]; id != "" {
-				return container.Event{ContainerID: id}, true
+				return container.Event{ContainerID: id, Type: ev.Action}, true
 			}
 		}
 	}

@@ -126,6 +126,9 @@ func TestHintFor(t *testing.T) {
 		if ok != tt.isHint || got.ContainerID != tt.want {
 			t.Errorf("hintFor(%s %s) = %+v, %v", tt.in.Type, tt.in.Action, got, ok)
 		}
+		if action, _, _ := strings.Cut(tt.in.Action, ":"); ok && got.Type != action {
+			t.Errorf("hintFor(%s %s).Type = %q, want %q", tt.in.Type, tt.in.Action, got.Type, action)
+		}
 	}
 }
 

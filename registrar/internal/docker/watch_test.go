@@ -51,7 +51,7 @@ func TestWatchReconnectsAndAsksForResync(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- src.Watch(ctx, out) }()
 
-	want := []container.Event{{Resync: true}, {ContainerID: "c1"}, {Resync: true}, {ContainerID: "c3"}}
+	want := []container.Event{{Resync: true}, {ContainerID: "c1", Type: "start"}, {Resync: true}, {ContainerID: "c3", Type: "start"}}
 	for i, w := range want {
 		select {
 		case got := <-out:

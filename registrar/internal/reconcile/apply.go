@@ -18,6 +18,7 @@ type op struct {
 	svc         service.Service // register
 	id          string          // deregister
 	containerID string
+	reason      string // for metrics: Reason*
 }
 
 func (o op) serviceID() string {
@@ -31,11 +32,13 @@ func (o op) serviceID() string {
 // given service IDs and writes the difference. Failed writes schedule a
 // retry of their container. It returns an error that is not a rejection
 // of one service by Consul (the agent may be down or restarting), if any.
-func (r *Reconciler) apply(ctx context.Context, ids map[string]bool) error {
+//
+// why gives the reason of a registration for the container asking for it.
+func (r *Reconciler) apply(ctx context.Context, ids map[string]bool, why func(cid string) string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	ops, touched := r.plan(ids)
+	ops, touched := r.plan(ids, why)
 	errs := parallel(ctx, r.opt.Concurrency, ops, func(ctx context.Context, o op) error {
 		cctx, cancel := r.callCtx(ctx)
 		defer cancel()
@@ -75,7 +78,7 @@ func (r *Reconciler) apply(ctx context.Context, ids map[string]bool) error {
 
 // plan returns the writes that make Consul hold what the containers want
 // for ids, and the containers concerned.
-func (r *Reconciler) plan(ids map[string]bool) ([]op, map[string]bool) {
+func (r *Reconciler) plan(ids map[string]bool, why func(cid string) string) ([]op, map[string]bool) {
 	// One winner per service ID, whatever the map order: the container
 	// with the smallest ID. Two containers with one SERVICE_ID would
 	// otherwise overwrite each other on every pass.
@@ -103,7 +106,7 @@ func (r *Reconciler) plan(ids map[string]bool) ([]op, map[string]bool) {
 			if owned && have.Fingerprint == s.Fingerprint() && have.ContainerID == s.ContainerID {
 				continue
 			}
-			ops = append(ops, op{register: true, svc: s, containerID: s.ContainerID})
+			ops = append(ops, op{register: true, svc: s, containerID: s.ContainerID, reason: why(s.ContainerID)})
 		case owned:
 			// Unknown is not absent: a container whose inspect failed
 			// may still run; it keeps its services until it is known
@@ -115,10 +118,22 @@ func (r *Reconciler) plan(ids map[string]bool) ([]op, map[string]bool) {
 			if r.keep(have.ContainerID) {
 				continue
 			}
-			ops = append(ops, op{id: id, containerID: have.ContainerID})
+			ops = append(ops, op{id: id, containerID: have.ContainerID, reason: r.goneReason(have.ContainerID)})
 		}
 	}
 	return ops, touched
+}
+
+// goneReason says why a container's service is deregistered.
+func (r *Reconciler) goneReason(cid string) string {
+	t, ok := r.ctrs[cid]
+	switch {
+	case !ok:
+		return ReasonRemoved
+	case t.seen && !t.state.Running:
+		return ReasonStopped
+	}
+	return ReasonUnwanted
 }
 
 // record updates the loop's state after one write and returns err when it
@@ -134,6 +149,7 @@ func (r *Reconciler) record(ctx context.Context, o op, err error) error {
 		delete(r.owned, o.id)
 		r.log.Warn("service no longer ours; left in place", "service_id", o.id, "container_id", container.ShortID(o.containerID), "error", err)
 	case err != nil:
+		r.consulError(ctx)
 		if t, ok := r.ctrs[o.containerID]; ok {
 			t.writeErr = err.Error()
 		}
@@ -146,9 +162,11 @@ func (r *Reconciler) record(ctx context.Context, o op, err error) error {
 		if t, ok := r.ctrs[o.containerID]; ok {
 			delete(t.refused, o.svc.ID) // its holder removed it: ours now
 		}
+		r.rec.Registered(o.reason)
 		r.log.Info("registered", "service_id", o.svc.ID, "container_id", container.ShortID(o.containerID), "name", o.svc.Name, "address", o.svc.Address, "port", o.svc.Port)
 	default:
 		delete(r.owned, o.id)
+		r.rec.Deregistered(o.reason)
 		r.log.Info("deregistered", "service_id", o.id, "container_id", container.ShortID(o.containerID))
 	}
 	return nil

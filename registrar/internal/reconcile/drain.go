@@ -56,6 +56,7 @@ func (r *Reconciler) maintenance(ctx context.Context) {
 		attrs := []any{"service_id", o.id, "container_id", container.ShortID(o.containerID)}
 		switch {
 		case errs[i] != nil:
+			r.consulError(ctx)
 			r.log.Warn("maintenance change failed", append(attrs, "drain", o.on, "error", errs[i])...)
 		case o.on:
 			r.log.Info("draining: service in maintenance until the container dies", attrs...)
@@ -103,6 +104,9 @@ func (r *Reconciler) refreshChecks(ctx context.Context) {
 		return r.cat.UpdateDockerCheck(cctx, s)
 	})
 	for i, err := range errs {
+		if err != nil {
+			r.consulError(ctx)
+		}
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("health check refresh failed", "service_id", svcs[i].ID, "error", err)
 		}

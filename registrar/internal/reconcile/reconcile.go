@@ -14,6 +14,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -84,6 +85,9 @@ type Options struct {
 	// Default 1m.
 	StallAfter time.Duration
 	Logger     *slog.Logger
+	// Recorder is told what the loop does, for metrics; nil records
+	// nothing.
+	Recorder Recorder
 }
 
 // tracked is everything the loop knows about one container. Forgetting a
@@ -116,6 +120,7 @@ type Reconciler struct {
 	cat Catalog
 	opt Options
 	log *slog.Logger
+	rec Recorder
 
 	status atomic.Pointer[Status] // published by the loop after each step
 	busy   atomic.Pointer[busy]   // the step running now; nil when idle
@@ -131,6 +136,7 @@ type Reconciler struct {
 	lastResync     time.Time // start of the last successful full resync
 	refusals       uint64    // takeovers refused so far
 	ttlDue         time.Time // next refresh of the Docker health checks
+	connected      bool      // a Resync hint came: the next one is a reconnect
 }
 
 // New returns a Reconciler; nothing runs until Run.
@@ -160,12 +166,16 @@ func New(src ContainerSource, cat Catalog, opt Options) *Reconciler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	rec := opt.Recorder
+	if rec == nil {
+		rec = nopRecorder{}
+	}
 	r := &Reconciler{
-		src: src, cat: cat, opt: opt, log: log,
+		src: src, cat: cat, opt: opt, log: log, rec: rec,
 		owned: map[string]service.Registration{},
 		ctrs:  map[string]*tracked{},
 	}
-	r.status.Store(&Status{Reason: "start-up resync not done yet", Refused: []Refusal{}})
+	r.status.Store(&Status{Reason: "start-up resync not done yet", Refused: []Refusal{}, Checks: map[string]int{}})
 	return r
 }
 
@@ -230,12 +240,17 @@ func (r *Reconciler) track(id string) *tracked {
 // the window's end.
 func (r *Reconciler) hint(ev container.Event, now time.Time) {
 	if ev.Resync {
+		if r.connected {
+			r.rec.Reconnect()
+		}
+		r.connected = true
 		r.resyncDue = now
 		return
 	}
 	if ev.ContainerID == "" {
 		return
 	}
+	r.rec.Event(cmp.Or(ev.Type, "unknown"))
 	t := r.track(ev.ContainerID)
 	if ev.Drain {
 		t.drainPending = true
@@ -324,6 +339,12 @@ func (r *Reconciler) inspectAll(ctx context.Context, ids []string) []inspected {
 // syncContainers re-reads a few containers and applies what changed.
 func (r *Reconciler) syncContainers(ctx context.Context, ids []string) {
 	affected := map[string]bool{}
+	retrying := map[string]bool{} // re-read for a retry, not an event
+	for _, id := range ids {
+		if t, ok := r.ctrs[id]; ok && t.attempts > 0 {
+			retrying[id] = true
+		}
+	}
 	results := r.inspectAll(ctx, ids)
 	now := time.Now() // schedules count from the answers: an inspect may take a timeout
 	for i, id := range ids {
@@ -333,7 +354,13 @@ func (r *Reconciler) syncContainers(ctx context.Context, ids []string) {
 			affected[id] = true
 		}
 	}
-	if err := r.apply(ctx, r.servicesOf(affected)); err != nil {
+	why := func(cid string) string {
+		if retrying[cid] {
+			return ReasonRetry
+		}
+		return ReasonEvent
+	}
+	if err := r.apply(ctx, r.servicesOf(affected), why); err != nil {
 		// Consul itself failed, not one service: it may come back empty
 		// after a restart, so re-read everything soon.
 		r.resyncOK = false
@@ -407,6 +434,7 @@ func (r *Reconciler) fullResync(ctx context.Context, now time.Time) {
 	start := time.Now()
 	summaries, owned, failed, err := r.readBoth(ctx)
 	if err != nil {
+		r.rec.Resync(time.Since(start), false)
 		r.resyncFailed(ctx, time.Now(), failed, err)
 		return
 	}
@@ -450,10 +478,12 @@ func (r *Reconciler) fullResync(ctx context.Context, now time.Time) {
 	for i, res := range results {
 		r.absorb(ids[i], res, done)
 	}
-	if err := r.apply(ctx, r.allServices()); err != nil {
+	if err := r.apply(ctx, r.allServices(), func(string) string { return ReasonResync }); err != nil {
+		r.rec.Resync(time.Since(start), false)
 		r.resyncFailed(ctx, time.Now(), "write services", err)
 		return
 	}
+	r.rec.Resync(time.Since(start), true)
 	r.resyncOK, r.resyncErr, r.resyncAttempts = true, "", 0
 	r.lastResync = now // what it read is at least as new as this
 	r.resyncDue = time.Time{}
@@ -476,6 +506,7 @@ func (r *Reconciler) readBoth(ctx context.Context) ([]container.Summary, []servi
 	owned, err := r.cat.Owned(cctx)
 	cancel()
 	if err != nil {
+		r.consulError(ctx)
 		return nil, nil, "list owned services", err
 	}
 	return summaries, owned, "", nil
@@ -562,6 +593,7 @@ func (r *Reconciler) DeregisterAll(ctx context.Context) error {
 	owned, err := r.cat.Owned(cctx)
 	cancel()
 	if err != nil {
+		r.consulError(ctx)
 		return err
 	}
 	errs := parallel(ctx, r.opt.Concurrency, owned, func(ctx context.Context, reg service.Registration) error {
@@ -574,11 +606,22 @@ func (r *Reconciler) DeregisterAll(ctx context.Context) error {
 		case isNotOwned(errs[i]): // taken over since we listed it: not ours to remove
 			r.log.Warn("not deregistered on shutdown: no longer ours", "service_id", reg.ID, "error", errs[i])
 			errs[i] = nil
-		case errs[i] == nil:
+		case errs[i] != nil:
+			r.consulError(ctx)
+		default:
+			r.rec.Deregistered(ReasonShutdown)
 			r.log.Info("deregistered on shutdown", "service_id", reg.ID, "container_id", container.ShortID(reg.ContainerID))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// consulError counts a failed Consul call, unless it failed because Run
+// is stopping.
+func (r *Reconciler) consulError(ctx context.Context) {
+	if ctx.Err() == nil {
+		r.rec.ConsulError()
+	}
 }
 
 // parallel runs f over items on at most n goroutines and returns the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/registrar/internal/container"
+	"github.com/switchyard/switchyard/registrar/internal/service"
 )
 
 // Status is what /ready and /status show. Field names are stable (added
@@ -29,6 +30,11 @@ type Status struct {
 	// Draining counts the containers whose services are in maintenance
 	// because they were told to stop.
 	Draining int `json:"draining"`
+	// Checks counts the health checks of the services we own by the
+	// status we registered them with: the Docker health check's is the
+	// one we keep it at; another check's is its initial status, or
+	// "unknown" when it has none (Consul's probe decides).
+	Checks map[string]int `json:"checks"`
 }
 
 // Refusal is a service ID a container asks for that is held by someone
@@ -74,7 +80,7 @@ func (r *Reconciler) Status() Status {
 
 // publish makes the loop's state after a step visible to Status.
 func (r *Reconciler) publish() {
-	st := &Status{Containers: len(r.ctrs), Services: len(r.owned), TakeoversRefused: r.refusals, Refused: []Refusal{}}
+	st := &Status{Containers: len(r.ctrs), Services: len(r.owned), TakeoversRefused: r.refusals, Refused: []Refusal{}, Checks: r.checks()}
 	if !r.lastResync.IsZero() {
 		t := r.lastResync.UTC()
 		st.LastResync = &t
@@ -103,6 +109,29 @@ func (r *Reconciler) publish() {
 	st.Ready, st.Reason = r.readiness(pending)
 	r.status.Store(st)
 }
+
+// checks counts the checks of the services we own by status.
+func (r *Reconciler) checks() map[string]int {
+	n := map[string]int{}
+	for id, reg := range r.owned {
+		t, ok := r.ctrs[reg.ContainerID]
+		if !ok {
+			continue
+		}
+		i := slices.IndexFunc(t.services, func(s service.Service) bool { return s.ID == id })
+		if i < 0 {
+			continue
+		}
+		for _, c := range t.services[i].AllChecks() {
+			n[cmp.Or(c.Status, CheckUnknown)]++
+		}
+	}
+	return n
+}
+
+// CheckUnknown is the status of a check registered without one: Consul's
+// probe decides it.
+const CheckUnknown = "unknown"
 
 // readiness says whether the loop's view can be trusted, and if not why.
 // A refused takeover does not count: it is the operator's conflict to
