@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	docker "github.com/fsouza/go-dockerclient"
 	"github.com/switchyard/switchyard/scripts/testenv"
 )
 
@@ -79,7 +80,16 @@ func TestDockerHealthcheckFollowedInConsul(t *testing.T) {
 	// Changed while the registrar is down: right after it starts again.
 	p.Stop(10 * time.Second)
 	setHealth(t, port, false)
-	time.Sleep(time.Second) // Docker's probe notices
+	testenv.Eventually(t, 10*time.Second, func() error { // Docker's probe notices
+		c, err := testenv.Docker(t).InspectContainerWithOptions(docker.InspectContainerOptions{ID: ctr.ID})
+		if err != nil {
+			return err
+		}
+		if c.State.Health.Status != "unhealthy" {
+			return fmt.Errorf("Docker says %q, want unhealthy", c.State.Health.Status)
+		}
+		return nil
+	})
 	r.start("-health-ttl", "3s")
 	r.waitCheck(check, api.HealthCritical)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/switchyard/switchyard/registrar/internal/container"
 	"github.com/switchyard/switchyard/registrar/internal/reconcile"
 	"github.com/switchyard/switchyard/registrar/internal/service"
+	"github.com/switchyard/switchyard/scripts/testenv"
 )
 
 // metricsDocker is an in-memory reconcile.ContainerSource.
@@ -209,17 +210,12 @@ func sample(fams map[string]*dto.MetricFamily, name string, labels ...string) (f
 // waitSample scrapes until family name's sample with labels is want.
 func waitSample(t *testing.T, url string, want float64, name string, labels ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, ok := sample(scrape(t, url), name, labels...)
-		if ok && got == want {
-			return
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got, ok := sample(scrape(t, url), name, labels...); !ok || got != want {
+			return fmt.Errorf("%s%s%v = %v (present %t), want %v", metricPrefix, name, labels, got, ok, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s%s%v = %v (present %t), want %v", metricPrefix, name, labels, got, ok, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // /metrics serves every family with its type and labels, and counts what

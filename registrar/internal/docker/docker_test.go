@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -296,9 +297,7 @@ func waitHint(t *testing.T, ctx context.Context, events <-chan container.Event, 
 func TestDefaultEndpointFallsBackToTmpSocket(t *testing.T) {
 	ep := testenv.Docker(t).Endpoint()
 	real, ok := strings.CutPrefix(ep, "unix://")
-	if !ok {
-		t.Skipf("engine at %s, not on a unix socket", ep)
-	}
+	testenv.Need(t, ok, fmt.Sprintf("a Docker Engine on a unix socket (it is at %s)", ep))
 	dir := t.TempDir()
 	standard, fallback := filepath.Join(dir, "run-docker.sock"), filepath.Join(dir, "docker.sock")
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/switchyard/switchyard/scripts/testenv"
 )
 
 // Every write error names the operation and the dest and wraps the errno,
@@ -41,12 +43,9 @@ func wantErr(t *testing.T, err error, op, dest string, errno syscall.Errno) {
 func tmpfs(t *testing.T, size string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if os.Geteuid() != 0 {
-		t.Skipf("mounting a tmpfs needs root (euid %d)", os.Geteuid())
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("mount -t tmpfs not permitted here: %v", err)
-	}
+	testenv.Need(t, os.Geteuid() == 0, fmt.Sprintf("root, to mount a tmpfs (euid %d)", os.Geteuid()))
+	err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size)
+	testenv.Need(t, err == nil, fmt.Sprintf("permission to mount a tmpfs: %v", err))
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", dir, err)

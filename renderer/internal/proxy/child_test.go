@@ -166,9 +166,8 @@ func TestSpawnedPIDsForgotten(t *testing.T) {
 // signals: the exit is still seen at once, and the grandchild, left in the
 // group, is killed before done closes.
 func TestChildExitNotGatedByPipe(t *testing.T) {
-	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("no sh")
-	}
+	_, err := exec.LookPath("sh")
+	testenv.Need(t, err == nil, "a POSIX sh")
 	c, err := startChild(slog.New(slog.DiscardHandler), "sh", syscall.SIGTERM, "sh", "-c", "trap '' TERM; (trap '' TERM; sleep 30) & echo started; exec sleep 30")
 	if err != nil {
 		t.Fatal(err)

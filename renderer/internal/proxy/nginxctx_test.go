@@ -390,19 +390,15 @@ func TestNginxValidateSetRealEtc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if main != "/etc/nginx/nginx.conf" {
-		t.Skipf("nginx loads %s, not a Debian-style /etc/nginx/nginx.conf", main)
-	}
-	if _, err := os.Stat(main); err != nil {
-		t.Skipf("no %s on this machine", main)
-	}
-	if _, err := os.Stat(live); err == nil {
-		t.Skipf("%s exists; this test only stages it", live)
-	}
+	testenv.Need(t, main == "/etc/nginx/nginx.conf", fmt.Sprintf("Debian's nginx, loading /etc/nginx/nginx.conf (it loads %s)", main))
+	_, err = os.Stat(main)
+	testenv.Need(t, err == nil, fmt.Sprintf("Debian's %s: %v", main, err))
+	_, err = os.Stat(live)
+	testenv.Need(t, err != nil, fmt.Sprintf("no %s (this test only stages it)", live))
 	if os.Geteuid() != 0 {
 		// Debian's nginx -t opens /var/log/nginx/*.log (www-data, 0640)
 		// and creates /var/lib/nginx/* (root's): plain nginx -t fails too.
-		t.Skip("nginx -t on Debian's own config needs root")
+		testenv.Need(t, false, "root, for nginx -t on Debian's own config")
 	}
 	restoreTempPaths(t, bin)
 	staged := filepath.Join(t.TempDir(), "switchyard-test.conf")
