@@ -265,42 +265,8 @@ func (h *faultHost) httpGet(path string) (int, string, error) {
 
 // faultStatus is the /status document (the fields these tests read).
 type faultStatus struct {
-	Ready     bool   `json:"ready"`
-	Reason    string `json:"reason"`
-	Templates []struct {
-		Source        string `json:"source"`
-		Dest          string `json:"dest"`
-		Proxy         string `json:"proxy"`
-		Accepted      bool   `json:"accepted"`
-		Swaps         int64  `json:"swaps"`
-		LastError     string `json:"last_error"`
-		LastErrorKind string `json:"last_error_kind"`
-		Rejected      int64  `json:"rejected"`
-		WriteErrors   int64  `json:"write_errors"`
-		ExecErrors    int64  `json:"exec_errors"`
-		Held          bool   `json:"held"`
-		HeldAfter     int    `json:"held_backends_after"`
-		Holds         int64  `json:"holds"`
-	} `json:"templates"`
-	Proxies []struct {
-		Name            string `json:"name"`
-		Reloads         int64  `json:"reloads"`
-		ReloadFailures  int64  `json:"reload_failures"`
-		Rollbacks       int64  `json:"rollbacks"`
-		LastReloadError string `json:"last_reload_error"`
-		ReloadPending   bool   `json:"reload_pending"`
-		Supervised      bool   `json:"supervised"`
-		Up              bool   `json:"up"`
-		Deaths          int64  `json:"deaths"`
-		Restarts        int64  `json:"restarts"`
-	} `json:"proxies"`
-	Runner struct {
-		Rebuilds       int64 `json:"rebuilds"`
-		OutageRebuilds int64 `json:"outage_rebuilds"`
-		ConsulErrors   int64 `json:"consul_errors"`
-	} `json:"runner"`
-
-	raw string
+	rendererStatus // the document, as the resilience tests read it
+	raw            string
 }
 
 // status reads /status; it insists on exactly one template and at most
@@ -813,7 +779,7 @@ func TestFaultDestinationFullAndReadOnly(t *testing.T) {
 				ph.name, m["template_write_errors_total"], m["ready"])
 		}
 		if live := h.live(t); !bytes.Equal(live, beforeLive) {
-			t.Errorf("%s: the live file changed although the write failed:\n%s", ph.name, faultFirstDiff(beforeLive, live))
+			t.Errorf("%s: the live file changed although the write failed:\n%s", ph.name, firstDiff(beforeLive, live))
 		}
 		// The last good config serves. Right after its reload an old
 		// worker may still take a connection for ~100 ms (nginx stops
@@ -861,24 +827,6 @@ func TestFaultDestinationFullAndReadOnly(t *testing.T) {
 		t.Fatal("renderer exited")
 	}
 	t.Logf("SUMMARY %s: %s", t.Name(), strings.Join(summary, "; "))
-}
-
-// faultFirstDiff describes the first line where a and b differ.
-func faultFirstDiff(a, b []byte) string {
-	la, lb := strings.Split(string(a), "\n"), strings.Split(string(b), "\n")
-	for i := range max(len(la), len(lb)) {
-		var x, y string
-		if i < len(la) {
-			x = la[i]
-		}
-		if i < len(lb) {
-			y = lb[i]
-		}
-		if x != y {
-			return fmt.Sprintf("line %d:\n  want %q\n  got  %q", i+1, x, y)
-		}
-	}
-	return "no difference"
 }
 
 // TestFaultValidatorHangs: the operator's --validate-cmd hangs (a shell
@@ -933,7 +881,7 @@ func TestFaultValidatorHangs(t *testing.T) {
 		t.Fatal("renderer exited")
 	}
 	if live := h.live(t); !bytes.Equal(live, good) {
-		t.Errorf("the live file changed although the validation timed out:\n%s", faultFirstDiff(good, live))
+		t.Errorf("the live file changed although the validation timed out:\n%s", firstDiff(good, live))
 	}
 	var sleeps int
 	testenv.Eventually(t, 2*time.Second, func() error {
@@ -998,8 +946,8 @@ func TestFaultHeldRenderFailsValidationOnApply(t *testing.T) {
 	// marker comes only once the hold holds the render without either
 	// instance, or the second render would be the one rejected.
 	h.waitStatus(t, 10*time.Second, func(s *faultStatus) error {
-		if tp := s.Templates[0]; !tp.Held || tp.Holds != 1 || tp.HeldAfter != 0 {
-			return fmt.Errorf("held=%v holds=%d held_backends_after=%d", tp.Held, tp.Holds, tp.HeldAfter)
+		if tp := s.Templates[0]; !tp.Held || tp.Holds != 1 || tp.HeldBackendsAfter != 0 {
+			return fmt.Errorf("held=%v holds=%d held_backends_after=%d", tp.Held, tp.Holds, tp.HeldBackendsAfter)
 		}
 		return nil
 	})
@@ -1039,7 +987,7 @@ func TestFaultHeldRenderFailsValidationOnApply(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if live := h.live(t); !bytes.Equal(live, good) {
-		t.Errorf("the live file changed:\n%s", faultFirstDiff(good, live))
+		t.Errorf("the live file changed:\n%s", firstDiff(good, live))
 	}
 	if h.proc.Exited() {
 		t.Fatal("renderer exited")
@@ -1135,7 +1083,7 @@ func TestFaultTwoSwapsThenFailedReload(t *testing.T) {
 	case bytes.Equal(live, swap1):
 		t.Errorf("the rollback restored swap 1, a config no reload ever proved, instead of C1")
 	case !bytes.Equal(live, c1):
-		t.Errorf("after the rollback the live file is not C1 (the config before the batch):\n%s", faultFirstDiff(c1, live))
+		t.Errorf("after the rollback the live file is not C1 (the config before the batch):\n%s", firstDiff(c1, live))
 	}
 	if err := h.serves(b.name, "1"); err != nil {
 		t.Errorf("nginx does not serve C1 on the old port %s after the rollback: %v", h.listen, err)
