@@ -43,6 +43,7 @@ func flags() []cli.Flag {
 		&cli.IntFlag{Name: "keep", EnvVars: []string{"RENDERER_KEEP"}, Value: 5, Usage: "good generations kept per template for rollback"},
 		&cli.Float64Flag{Name: "max-removal", EnvVars: []string{"RENDERER_MAX_REMOVAL"}, Value: 0.5, Usage: "stale guard: hold a render that removes more than this fraction of a proxy's backends"},
 		&cli.DurationFlag{Name: "hold-down", EnvVars: []string{"RENDERER_HOLD_DOWN"}, Value: 30 * time.Second, Usage: "stale guard: how long a suspicious render is held before it is applied"},
+		&cli.BoolFlag{Name: "runtime-apply", EnvVars: []string{"RENDERER_RUNTIME_APPLY"}, Value: true, Usage: "apply a change of membership only (servers of existing upstreams/backends) through the proxy's runtime interface (HAProxy's CLI, the nginx Lua balancer endpoint, Caddy's admin API) instead of a reload; structural changes always reload"},
 		&cli.IntFlag{Name: "max-proxy-deaths", EnvVars: []string{"RENDERER_MAX_PROXY_DEATHS"}, Value: 5, Usage: "supervise mode: the renderer exits (code 4) when its proxy dies this many times within a minute; it is restarted with backoff until then"},
 		&cli.BoolFlag{Name: "allow-unsafe-functions", EnvVars: []string{"RENDERER_ALLOW_UNSAFE_FUNCTIONS"}, Usage: "allow the plugin and writeToFile template functions"},
 

@@ -70,6 +70,7 @@ func configFrom(c *cli.Context) (*config.Config, error) {
 		MaxRemoval:           c.Float64("max-removal"),
 		HoldDown:             c.Duration("hold-down"),
 		MaxProxyDeaths:       c.Int("max-proxy-deaths"),
+		RuntimeApply:         c.Bool("runtime-apply"),
 		AllowUnsafeFunctions: c.Bool("allow-unsafe-functions"),
 	}
 	var err error
@@ -176,7 +177,8 @@ func wire(ctx context.Context, c *cli.Context, cfg *config.Config, m mode, log *
 		Proxies: a.reloaders, Status: a.rec, Observer: a.hist,
 		WaitMin: cfg.WaitMin, WaitMax: cfg.WaitMax, MinReloadGap: cfg.MinReloadGap,
 		Once: m != modeDaemon, MaxProxyDeaths: cfg.MaxProxyDeaths,
-		Reread: rereadOn(ctx, m), CheckTemplates: func() map[string]error { return cfg.CheckTemplates(fm) },
+		RuntimeApply: cfg.RuntimeApply,
+		Reread:       rereadOn(ctx, m), CheckTemplates: func() map[string]error { return cfg.CheckTemplates(fm) },
 		Dests: cfg.Dests(),
 	})
 	// The status server is the daemon's: once and plan are over before

@@ -80,6 +80,9 @@ type Config struct {
 	MaxRemoval float64 // stale guard: fraction of backends a render may drop at once
 	HoldDown   time.Duration
 
+	// RuntimeApply: membership-only changes go through the proxy's runtime
+	// interface instead of a reload (--runtime-apply).
+	RuntimeApply bool
 	// MaxProxyDeaths of a supervised proxy within a minute end the
 	// renderer (exit 4); 0 = policy.DefaultMaxDeaths.
 	MaxProxyDeaths int

@@ -325,7 +325,7 @@ func TestSweepDropsGenerationThatNeverWentLive(t *testing.T) {
 	if _, err := render(t, p, dest, "gen 4\n"); err != nil {
 		t.Fatal(err)
 	}
-	if out := p.Load("", func() error { return fmt.Errorf("reload failed") }); out.RollbackErr != nil || len(out.Restored) != 1 {
+	if out := p.Load("", func(Change) error { return fmt.Errorf("reload failed") }); out.RollbackErr != nil || len(out.Restored) != 1 {
 		t.Fatalf("load: %+v", out)
 	}
 	if b, _ := os.ReadFile(dest); string(b) != "gen 3\n" {

@@ -17,6 +17,16 @@ type Loaded struct {
 	RetryErr    error    // the load after the rollback; nil: the restored files serve
 }
 
+// Change is what a load asks a proxy to take: each file of the proxy as
+// the last proved load left it (Running; absent when none was proved or
+// its generation is gone) and as it is live now (Live). A proxy that can
+// apply some differences at runtime compares the two; one that reloads
+// reads the live files itself.
+type Change struct {
+	Running map[string][]byte
+	Live    map[string][]byte
+}
+
 // Load runs load, a start or reload of proxy and its verification, with
 // every file frozen: no render, held apply or rollback changes one while
 // it runs. When it took, the live generations are recorded as proved.
@@ -24,10 +34,10 @@ type Loaded struct {
 // generation is put back to exactly that one (the render that failed is
 // refused until its bytes change), and load runs once more. A load that
 // found nothing to load (NotRunning) changes nothing.
-func (p *Pipeline) Load(proxy string, load func() error) Loaded {
+func (p *Pipeline) Load(proxy string, load func(Change) error) Loaded {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	err := load()
+	err := load(p.change(proxy))
 	if err == nil {
 		p.proved(proxy)
 		return Loaded{}
@@ -38,11 +48,35 @@ func (p *Pipeline) Load(proxy string, load func() error) Loaded {
 	out := Loaded{Err: err}
 	out.Restored, out.RollbackErr = p.rollback(proxy, err)
 	if len(out.Restored) > 0 {
-		if out.RetryErr = load(); out.RetryErr == nil {
+		if out.RetryErr = load(Change{}); out.RetryErr == nil {
 			p.proved(proxy)
 		}
 	}
 	return out
+}
+
+// change reads the running and live bytes of proxy's files. A file that
+// cannot be read is left out of both: the proxy then sees a change it
+// cannot apply at runtime, and reloads.
+func (p *Pipeline) change(proxy string) Change {
+	ch := Change{Running: map[string][]byte{}, Live: map[string][]byte{}}
+	for _, d := range p.Destinations(proxy) {
+		f := p.files[d]
+		live, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		ch.Live[d] = live
+		if f.verified == 0 {
+			continue
+		}
+		if f.verified == f.live {
+			ch.Running[d] = live
+		} else if b, err := readGeneration(d, f.verified); err == nil {
+			ch.Running[d] = b
+		}
+	}
+	return ch
 }
 
 func (p *Pipeline) proved(proxy string) {

@@ -150,7 +150,7 @@ func TestRollbackRestoresLastProvedGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	render(t, p, dest, "g1\n")
-	if out := p.Load("nginx", func() error { return nil }); out.Err != nil {
+	if out := p.Load("nginx", func(Change) error { return nil }); out.Err != nil {
 		t.Fatal(out.Err)
 	}
 	render(t, p, dest, "g2\n") // never loaded
@@ -160,7 +160,7 @@ func TestRollbackRestoresLastProvedGeneration(t *testing.T) {
 		t.Errorf("mode %v, want the live file's 0600 kept", fi.Mode().Perm())
 	}
 	loads := 0
-	out := p.Load("nginx", func() error {
+	out := p.Load("nginx", func(Change) error {
 		loads++
 		if loads == 1 {
 			return errors.New("reload did not take")
@@ -181,7 +181,7 @@ func TestRollbackRestoresLastProvedGeneration(t *testing.T) {
 		t.Error("rolled-back render accepted again unchanged")
 	}
 	// A failed load of an unchanged file restores nothing.
-	if out := p.Load("nginx", func() error { return errors.New("boom") }); len(out.Restored) != 0 {
+	if out := p.Load("nginx", func(Change) error { return errors.New("boom") }); len(out.Restored) != 0 {
 		t.Errorf("restored %v when nothing changed since the last proof", out.Restored)
 	}
 }
@@ -192,13 +192,13 @@ func TestRollbackRestoresLastProvedGeneration(t *testing.T) {
 func TestLoadFreezesRenders(t *testing.T) {
 	p, _, dest, _ := setupRec(t)
 	render(t, p, dest, "good\n")
-	p.Load("nginx", func() error { return nil })
+	p.Load("nginx", func(Change) error { return nil })
 	render(t, p, dest, "bad-reload\n")
 	inLoad, release := make(chan struct{}), make(chan struct{})
 	done := make(chan Loaded, 1)
 	go func() {
 		n := 0
-		done <- p.Load("nginx", func() error {
+		done <- p.Load("nginx", func(Change) error {
 			n++
 			if n == 1 {
 				close(inLoad)

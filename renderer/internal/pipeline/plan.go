@@ -88,4 +88,4 @@ func (p *Plan) Held() []string { return nil }
 func (p *Plan) Flush() {}
 
 // Load implements the supervisor's Pipeline: a plan loads nothing.
-func (p *Plan) Load(string, func() error) Loaded { return Loaded{} }
+func (p *Plan) Load(string, func(Change) error) Loaded { return Loaded{} }

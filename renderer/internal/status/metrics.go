@@ -105,6 +105,12 @@ var snapshotMetrics = []snapshotMetric{
 		global: func(s Snapshot) float64 { return float64(s.Runner.ConsulErrors) }},
 	{name: "consul_up", typ: gaugeValue, help: "0 while Consul does not answer the consul-template runner, else 1. Consul down alone leaves the renderer ready: the proxy serves the last validated config.",
 		global: func(s Snapshot) float64 { return b2f(s.Runner.ConsulDownSince.IsZero()) }},
+	{name: "runtime_applies_total", typ: counterValue, help: "Membership changes (servers of existing upstreams or backends) applied through the proxy's runtime interface, without a reload.",
+		proxy: func(p Proxy) float64 { return float64(p.RuntimeApplies) }},
+	{name: "runtime_apply_failures_total", typ: counterValue, help: "Runtime applies that failed or could not be verified; each is followed by a reload.",
+		proxy: func(p Proxy) float64 { return float64(p.RuntimeFailures) }},
+	{name: "runtime_fallbacks_total", typ: counterValue, help: "Reloads made because a runtime apply failed.",
+		proxy: func(p Proxy) float64 { return float64(p.RuntimeFallbacks) }},
 }
 
 // template_error_kind is a state set (the label kind says which state)
@@ -205,7 +211,7 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.001, 2, 15)
 // things call its Observe methods; Handler serves them. A nil *Histograms
 // observes nothing, so tests and callers without metrics can pass nil.
 type Histograms struct {
-	validate, swap, reload *prometheus.HistogramVec
+	validate, swap, reload, runtime *prometheus.HistogramVec
 }
 
 // NewHistograms returns empty histograms, registered nowhere yet.
@@ -219,6 +225,7 @@ func NewHistograms() *Histograms {
 		validate: vec("validate_seconds", "Time the proxy took to validate a rendered config (nginx -t, haproxy -c, caddy validate).", "template"),
 		swap:     vec("render_to_swap_seconds", "Time from a render arriving from consul-template to the live file being swapped.", "template"),
 		reload:   vec("reload_seconds", "Time a proxy reload and its verification took, by result (ok, failed).", "proxy", "result"),
+		runtime:  vec("runtime_apply_seconds", "Time a membership change applied through the proxy's runtime interface took, verification included.", "proxy"),
 	}
 }
 
@@ -253,6 +260,15 @@ func (h *Histograms) ObserveReload(proxy string, d time.Duration, ok bool) {
 	h.reload.WithLabelValues(labelValue(proxy), result).Observe(seconds(d))
 }
 
+// ObserveRuntimeApply records how long a runtime apply of a membership
+// change to proxy and its verification took.
+func (h *Histograms) ObserveRuntimeApply(proxy string, d time.Duration) {
+	if h == nil {
+		return
+	}
+	h.runtime.WithLabelValues(labelValue(proxy)).Observe(seconds(d))
+}
+
 // seconds clamps at 0: a negative observation would lower the sum and
 // land in the smallest bucket, hiding a clock problem in a latency one.
 func seconds(d time.Duration) float64 { return max(d, 0).Seconds() }
@@ -261,7 +277,7 @@ func (h *Histograms) collectors() []prometheus.Collector {
 	if h == nil {
 		return nil
 	}
-	return []prometheus.Collector{h.validate, h.swap, h.reload}
+	return []prometheus.Collector{h.validate, h.swap, h.reload, h.runtime}
 }
 
 // metricsHandler serves src and h from a registry of its own: the global

@@ -103,7 +103,7 @@ func ours(fams map[string]*dto.MetricFamily) map[string]*dto.MetricFamily {
 func expectedSamples(s Snapshot) int {
 	const (
 		perTemplate   = 7 + 2 + 4 // old, new counters, one per error kind
-		perProxy      = 5 + 1     // old, reload_pending
+		perProxy      = 5 + 1 + 3 // old, reload_pending, runtime applies/failures/fallbacks
 		perSupervised = 3         // proxy_up, deaths, restarts
 		globals       = 3 + 2     // old, consul_errors_total, consul_up
 	)
@@ -324,6 +324,10 @@ func TestFamilies(t *testing.T) {
 		{"validate_seconds", dto.MetricType_HISTOGRAM, "template", ""},
 		{"render_to_swap_seconds", dto.MetricType_HISTOGRAM, "template", ""},
 		{"reload_seconds", dto.MetricType_HISTOGRAM, "proxy,result", ""},
+		{"runtime_applies_total", dto.MetricType_COUNTER, pl, ""},
+		{"runtime_apply_failures_total", dto.MetricType_COUNTER, pl, ""},
+		{"runtime_fallbacks_total", dto.MetricType_COUNTER, pl, ""},
+		{"runtime_apply_seconds", dto.MetricType_HISTOGRAM, "proxy", ""},
 	} {
 		t.Run(f.name, func(t *testing.T) {
 			s := good()
@@ -332,6 +336,7 @@ func TestFamilies(t *testing.T) {
 			h.ObserveValidate("/t/a.tmpl", time.Millisecond)
 			h.ObserveSwap("/t/a.tmpl", time.Millisecond)
 			h.ObserveReload("nginx:/srv/b.conf", time.Millisecond, true)
+			h.ObserveRuntimeApply("nginx:/srv/b.conf", time.Millisecond)
 			_, fams := scrapeSnap(t, s, h)
 			fam := fams[metricPrefix+f.name]
 			if fam == nil {

@@ -155,6 +155,26 @@ func (r *Recorder) Reloaded(name string, at time.Time, err error) {
 	})
 }
 
+// RuntimeApplied records a runtime apply of a membership change to name
+// attempted at at; err nil: it took, no reload was needed. A membership
+// change applied at runtime also means the proxy serves the live files:
+// nothing is pending.
+func (r *Recorder) RuntimeApplied(name string, at time.Time, err error) {
+	text := r.errText(err)
+	r.proxy(name, func(p *Proxy) {
+		p.LastRuntimeApply, p.LastRuntimeError = at, text
+		if err == nil {
+			p.RuntimeApplies++
+			p.ReloadPending = false
+		} else {
+			p.RuntimeFailures++
+		}
+	})
+}
+
+// FellBack records a reload of name made because a runtime apply failed.
+func (r *Recorder) FellBack(name string) { r.proxy(name, func(p *Proxy) { p.RuntimeFallbacks++ }) }
+
 // RolledBack records that the last verified files of name were restored.
 func (r *Recorder) RolledBack(name string) { r.proxy(name, func(p *Proxy) { p.Rollbacks++ }) }
 

@@ -62,8 +62,14 @@ type Proxy struct {
 	Reloads        int64  // reloads that took
 	ReloadFailures int64
 	Rollbacks      int64
-	LastReload     time.Time // zero: never reloaded
-	LastError      string    // why the last reload did not take; "" when it took
+	// Membership changes applied through the proxy's runtime interface
+	// instead of a reload; the attempts that failed; the reloads made
+	// after such a failure.
+	RuntimeApplies, RuntimeFailures, RuntimeFallbacks int64
+	LastRuntimeApply                                  time.Time // zero: never
+	LastRuntimeError                                  string    // "" when the last attempt applied
+	LastReload                                        time.Time // zero: never reloaded
+	LastError                                         string    // why the last reload did not take; "" when it took
 	// ReloadPending: files changed that the proxy has not loaded yet (a
 	// batch waiting for its debounce, or a proxy that did not answer).
 	ReloadPending bool
@@ -218,13 +224,19 @@ type templateJSON struct {
 }
 
 type proxyJSON struct {
-	Name            string     `json:"name"`
-	Reloads         int64      `json:"reloads"`
-	ReloadFailures  int64      `json:"reload_failures"`
-	Rollbacks       int64      `json:"rollbacks"`
-	LastReload      *time.Time `json:"last_reload"`
-	LastReloadError string     `json:"last_reload_error"`
-	ReloadPending   bool       `json:"reload_pending"`
+	Name           string `json:"name"`
+	Reloads        int64  `json:"reloads"`
+	ReloadFailures int64  `json:"reload_failures"`
+	Rollbacks      int64  `json:"rollbacks"`
+	// Membership changes applied at runtime, without a reload.
+	RuntimeApplies   int64      `json:"runtime_applies"`
+	RuntimeFailures  int64      `json:"runtime_apply_failures"`
+	RuntimeFallbacks int64      `json:"runtime_fallbacks"`
+	LastRuntimeApply *time.Time `json:"last_runtime_apply"`
+	LastRuntimeError string     `json:"last_runtime_apply_error"`
+	LastReload       *time.Time `json:"last_reload"`
+	LastReloadError  string     `json:"last_reload_error"`
+	ReloadPending    bool       `json:"reload_pending"`
 	// Up, Deaths and Restarts mean something only when Supervised; they
 	// are there (false, 0) for the others so every entry has one shape.
 	Supervised bool  `json:"supervised"`
@@ -268,8 +280,10 @@ func statusJSON(s Snapshot) statusDoc {
 		doc.Proxies = append(doc.Proxies, proxyJSON{
 			Name: p.Name, Reloads: p.Reloads, ReloadFailures: p.ReloadFailures,
 			Rollbacks: p.Rollbacks, LastReload: timeJSON(p.LastReload), LastReloadError: p.LastError,
-			ReloadPending: p.ReloadPending,
-			Supervised:    p.Supervised, Up: p.Up, Deaths: p.Deaths, Restarts: p.Restarts,
+			ReloadPending:  p.ReloadPending,
+			RuntimeApplies: p.RuntimeApplies, RuntimeFailures: p.RuntimeFailures, RuntimeFallbacks: p.RuntimeFallbacks,
+			LastRuntimeApply: timeJSON(p.LastRuntimeApply), LastRuntimeError: p.LastRuntimeError,
+			Supervised: p.Supervised, Up: p.Up, Deaths: p.Deaths, Restarts: p.Restarts,
 		})
 	}
 	return doc

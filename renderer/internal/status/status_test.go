@@ -212,8 +212,9 @@ func TestStatusJSON(t *testing.T) {
 		if got := keys(raw.Templates[0]); got != strings.Join(wantT, ",") {
 			t.Errorf("template fields: %s", got)
 		}
-		wantP := []string{"deaths", "last_reload", "last_reload_error", "name", "reload_failures", "reload_pending", "reloads",
-			"restarts", "rollbacks", "supervised", "up"}
+		wantP := []string{"deaths", "last_reload", "last_reload_error", "last_runtime_apply", "last_runtime_apply_error", "name",
+			"reload_failures", "reload_pending", "reloads", "restarts", "rollbacks", "runtime_applies", "runtime_apply_failures",
+			"runtime_fallbacks", "supervised", "up"}
 		if got := keys(raw.Proxies[0]); got != strings.Join(wantP, ",") {
 			t.Errorf("proxy fields: %s", got)
 		}

@@ -3,6 +3,8 @@ package supervise
 import (
 	"fmt"
 	"time"
+
+	"github.com/switchyard/switchyard/renderer/internal/pipeline"
 )
 
 // startSupervised starts the supervised proxy with the live files frozen,
@@ -12,7 +14,7 @@ import (
 func (l *loop) startSupervised(restart bool) error {
 	name := l.supName
 	p := l.o.Proxies[name]
-	out := l.o.Pipeline.Load(name, func() error { return p.Start(l.ctx) })
+	out := l.o.Pipeline.Load(name, func(pipeline.Change) error { return p.Start(l.ctx) })
 	if out.Err != nil && (len(out.Restored) == 0 || out.RetryErr != nil) {
 		if !restart {
 			return fmt.Errorf("%w: start proxy %s: %w", ErrProxyDied, name, out.Err)

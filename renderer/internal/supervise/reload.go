@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/switchyard/switchyard/renderer/internal/pipeline"
 	"github.com/switchyard/switchyard/renderer/internal/proxy"
 )
 
@@ -151,9 +152,16 @@ const (
 // pipeline rolls back to the last proved files when it did not take.
 func (l *loop) reloadOne(name string) reloadResult {
 	p, log, start := l.o.Proxies[name], l.log.With("proxy", name), time.Now()
-	out := l.o.Pipeline.Load(name, func() error { return l.reloadVerify(p) })
+	how := byReload
+	out := l.o.Pipeline.Load(name, func(ch pipeline.Change) error { return l.applyChange(name, p, ch, &how) })
 	took := time.Since(start)
+	if how == byFallback {
+		l.rec.FellBack(name)
+	}
 	switch {
+	case out.Err == nil && how == byRuntime:
+		log.Info("membership applied at runtime", "took", took.Round(time.Millisecond))
+		return reloadTook
 	case out.Err == nil:
 		l.observe(name, took, true)
 		l.rec.Reloaded(name, start, nil)

@@ -30,7 +30,7 @@ type Pipeline interface {
 	NextHold() (time.Time, bool)
 	AskHolds(now time.Time) map[string][32]byte
 	Answer(dest string, sum [32]byte, leaderErr error, now time.Time) bool
-	Load(proxy string, load func() error) pipeline.Loaded
+	Load(proxy string, load func(pipeline.Change) error) pipeline.Loaded
 	// Flush writes what units of several templates kept during the pass.
 	Flush()
 }
@@ -86,6 +86,11 @@ type Options struct {
 	WaitMin, WaitMax time.Duration // reload debounce
 	MinReloadGap     time.Duration
 	RebuildBackoff   time.Duration // first wait before rebuilding a dead runner (default 1s)
+
+	// RuntimeApply: a proxy that is a Patcher gets a change of membership
+	// only (servers of existing upstreams/backends) through its runtime
+	// interface instead of a reload (--runtime-apply).
+	RuntimeApply bool
 
 	// Once: stop after every template was rendered once, reload once if
 	// anything changed, and return (renderer once).
