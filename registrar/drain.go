@@ -62,11 +62,10 @@ func hostMaintenance(ctx context.Context, cfg config.Config, on bool) (int, erro
 			return 0, fmt.Errorf("node name (set --node-name): %w", err)
 		}
 	}
-	client, err := consul.NewClient(consul.Config{Address: cfg.ConsulAddr, Token: cfg.ConsulToken, TokenFile: cfg.ConsulTokenFile, CACert: cfg.ConsulCACert})
+	cat, err := consul.Open(consulConfig(cfg), node)
 	if err != nil {
 		return 0, err
 	}
-	cat := consul.New(client, node)
 	cctx, cancel := context.WithTimeout(ctx, cfg.IOTimeout)
 	owned, err := cat.Owned(cctx)
 	cancel()

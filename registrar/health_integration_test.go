@@ -131,6 +131,7 @@ func TestDockerStopDrainsBeforeDie(t *testing.T) {
 	})
 	id := r.node + ":" + name + ":8080"
 	r.waitService(id, nil)
+	waitServing(t, ctr)
 	stopped := make(chan error, 1)
 	go func() { stopped <- testenv.Docker(t).StopContainer(ctr.ID, 10) }()
 	r.waitCheck("_service_maintenance:"+id, api.HealthCritical)

@@ -106,9 +106,13 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "health-ttl", Value: 30 * time.Second, EnvVars: env("HEALTH_TTL"), Usage: "TTL of the Consul check mirroring a Docker HEALTHCHECK (refreshed every third of it)"},
 		&cli.DurationFlag{Name: "health-deregister-after", Value: 10 * time.Minute, EnvVars: env("HEALTH_DEREGISTER_AFTER"), Usage: "Consul removes a service whose Docker health check stayed critical this long (0: never)"},
 		&cli.StringFlag{Name: "consul-addr", Value: config.DefaultConsulAddr, EnvVars: []string{"CONSUL_HTTP_ADDR"}, Usage: "Consul agent address; the positional consul:// URI wins"},
-		&cli.StringFlag{Name: "consul-token", EnvVars: []string{"CONSUL_HTTP_TOKEN"}, Usage: "Consul ACL token"},
-		&cli.StringFlag{Name: "consul-token-file", EnvVars: []string{"CONSUL_HTTP_TOKEN_FILE"}, Usage: "file holding the Consul ACL token"},
-		&cli.StringFlag{Name: "consul-cacert", EnvVars: []string{"CONSUL_CACERT"}, Usage: "CA certificate for consul-tls://"},
+		// The token's value is never shown, not even in --help.
+		&cli.StringFlag{Name: "consul-token", EnvVars: []string{"CONSUL_HTTP_TOKEN"}, DefaultText: "none", Usage: "Consul ACL token; on the command line every user of the host sees it (ps): prefer --consul-token-file"},
+		&cli.StringFlag{Name: "consul-token-file", EnvVars: []string{"CONSUL_HTTP_TOKEN_FILE"}, Usage: "file holding the Consul ACL token, read again for every call (a rotated token needs no restart)"},
+		&cli.StringFlag{Name: "consul-cacert", EnvVars: []string{"CONSUL_CACERT"}, Usage: "CA certificate (PEM) the agent's certificate must be signed by, for consul-tls://"},
+		&cli.StringFlag{Name: "consul-client-cert", EnvVars: []string{"CONSUL_CLIENT_CERT"}, Usage: "client certificate (PEM) for consul-tls://, for an agent with verify_incoming; needs --consul-client-key"},
+		&cli.StringFlag{Name: "consul-client-key", EnvVars: []string{"CONSUL_CLIENT_KEY"}, Usage: "private key (PEM) of --consul-client-cert"},
+		&cli.StringFlag{Name: "consul-tls-server-name", EnvVars: []string{"CONSUL_TLS_SERVER_NAME"}, Usage: "name the agent's certificate must hold (default: the host of the address)"},
 		&cli.StringFlag{Name: "docker-host", EnvVars: []string{"DOCKER_HOST"}, Usage: "Docker endpoint (default: the local socket)"},
 	}
 }
@@ -142,6 +146,12 @@ func configFrom(c *cli.Context) (config.Config, error) {
 		HealthStarting:        c.String("health-starting"),
 		HealthTTL:             c.Duration("health-ttl"),
 		HealthDeregisterAfter: c.Duration("health-deregister-after"),
+
+		ConsulClientCert:    c.String("consul-client-cert"),
+		ConsulClientKey:     c.String("consul-client-key"),
+		ConsulTLSServerName: c.String("consul-tls-server-name"),
+		// Set from the environment, the flag is as good as the variable.
+		ConsulTokenInArgs: c.IsSet("consul-token") && c.String("consul-token") != os.Getenv("CONSUL_HTTP_TOKEN"),
 	}
 	if cfg.ConsulAddr == "" { // CONSUL_HTTP_ADDR set but empty
 		cfg.ConsulAddr = config.DefaultConsulAddr
@@ -239,7 +249,7 @@ func setUp(ctx context.Context, log *slog.Logger, cfg config.Config, status *sta
 	node := cfg.NodeName
 	if node == "" {
 		status.setPhase("waiting for docker")
-		err := startupRetry(ctx, log, cfg, "docker", func(ctx context.Context) (err error) {
+		err := startupRetry(ctx, log, cfg, "docker", status, func(ctx context.Context) (err error) {
 			node, err = src.NodeName(ctx)
 			return err
 		})
@@ -251,13 +261,12 @@ func setUp(ctx context.Context, log *slog.Logger, cfg config.Config, status *sta
 		}
 	}
 
-	client, err := consul.NewClient(consul.Config{Address: cfg.ConsulAddr, Token: cfg.ConsulToken, TokenFile: cfg.ConsulTokenFile, CACert: cfg.ConsulCACert})
+	cat, err := openConsul(log, cfg, node)
 	if err != nil {
 		return nil, err
 	}
-	cat := consul.New(client, node)
 	status.setPhase("waiting for consul")
-	if err := startupRetry(ctx, log, cfg, "consul", cat.Ping); err != nil {
+	if err := startupRetry(ctx, log, cfg, "consul", status, cat.Ping); err != nil {
 		return nil, err
 	}
 
@@ -291,8 +300,10 @@ func setUp(ctx context.Context, log *slog.Logger, cfg config.Config, status *sta
 }
 
 // startupRetry tries fn --retry-attempts times (-1: until ctx is done),
-// --retry-interval apart, as registrator does for its backend.
-func startupRetry(ctx context.Context, log *slog.Logger, cfg config.Config, what string, fn func(context.Context) error) error {
+// --retry-interval apart, as registrator does for its backend. Each failure
+// is one log line, and shows on /ready and /status; a failed Consul call
+// is counted in consul_errors_total.
+func startupRetry(ctx context.Context, log *slog.Logger, cfg config.Config, what string, status *statusServer, fn func(context.Context) error) error {
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, cfg.IOTimeout)
 		err := fn(actx)
@@ -303,9 +314,13 @@ func startupRetry(ctx context.Context, log *slog.Logger, cfg config.Config, what
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if what == "consul" {
+			status.consulError()
+		}
 		if cfg.RetryAttempts >= 0 && attempt > cfg.RetryAttempts {
 			return fmt.Errorf("%s not reachable after %d attempts: %w", what, attempt, err)
 		}
+		status.setPhase(fmt.Sprintf("waiting for %s (attempt %d failed): %v", what, attempt, err))
 		log.Warn("waiting for "+what, "attempt", attempt, "error", err, "retry_in", cfg.RetryInterval)
 		t := time.NewTimer(cfg.RetryInterval)
 		select {
@@ -315,4 +330,26 @@ func startupRetry(ctx context.Context, log *slog.Logger, cfg config.Config, what
 		case <-t.C:
 		}
 	}
+}
+
+// consulConfig is how the flags say to reach the agent.
+func consulConfig(cfg config.Config) consul.Config {
+	return consul.Config{
+		Address: cfg.ConsulAddr, Token: cfg.ConsulToken, TokenFile: cfg.ConsulTokenFile,
+		CACert: cfg.ConsulCACert, ClientCert: cfg.ConsulClientCert, ClientKey: cfg.ConsulClientKey,
+		ServerName: cfg.ConsulTLSServerName,
+	}
+}
+
+// openConsul builds the agent's client, warning about settings that work
+// but should not be used.
+func openConsul(log *slog.Logger, cfg config.Config, node string) (*consul.Catalog, error) {
+	if cfg.ConsulTokenInArgs {
+		log.Warn("--consul-token on the command line is visible to every user of the host (ps): use --consul-token-file or CONSUL_HTTP_TOKEN")
+	}
+	tlsFlags := cfg.ConsulCACert != "" || cfg.ConsulClientCert != "" || cfg.ConsulTLSServerName != ""
+	if tlsFlags && strings.HasPrefix(cfg.ConsulAddr, "http://") {
+		log.Warn("TLS settings given, but the Consul address is plain HTTP: use consul-tls://host:port", "consul", cfg.ConsulAddr)
+	}
+	return consul.Open(consulConfig(cfg), node)
 }

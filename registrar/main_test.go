@@ -17,7 +17,8 @@ import (
 // parse runs the app with a runner that only captures the config.
 func parse(t *testing.T, env map[string]string, args ...string) (config.Config, string, error) {
 	t.Helper()
-	for _, k := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT", "DOCKER_HOST"} {
+	for _, k := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT",
+		"CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME", "DOCKER_HOST"} {
 		t.Setenv(k, "") // restored at the end of the test
 		os.Unsetenv(k)
 	}
@@ -95,6 +96,7 @@ func TestEnvironment(t *testing.T) {
 	env := map[string]string{
 		"CONSUL_HTTP_ADDR": "consul.local:8500", "CONSUL_HTTP_TOKEN": "tok", "CONSUL_HTTP_TOKEN_FILE": "/tf",
 		"CONSUL_CACERT": "/ca.pem", "DOCKER_HOST": "unix:///d.sock",
+		"CONSUL_CLIENT_CERT": "/c.pem", "CONSUL_CLIENT_KEY": "/k.pem", "CONSUL_TLS_SERVER_NAME": "server.dc1.consul",
 		"REGISTRAR_IP": "10.1.1.1", "REGISTRAR_INTERNAL": "true", "REGISTRAR_EXPLICIT": "1",
 		"REGISTRAR_USE_IP_FROM_LABEL": "l", "REGISTRAR_TAGS": "t", "REGISTRAR_RESYNC": "2m",
 		"REGISTRAR_DEREGISTER": "never", "REGISTRAR_CLEANUP": "true", "REGISTRAR_RETRY_ATTEMPTS": "5",
@@ -116,6 +118,7 @@ func TestEnvironment(t *testing.T) {
 		NodeName: "envnode", OnShutdown: "deregister", LogLevel: "warn", LogFormat: "json", StatusAddr: "127.0.0.1:9999",
 		IOTimeout: 4 * time.Second, StallTimeout: 90 * time.Second,
 		WaitHealthy: true, HealthStarting: "warning", HealthTTL: 20 * time.Second,
+		ConsulClientCert: "/c.pem", ConsulClientKey: "/k.pem", ConsulTLSServerName: "server.dc1.consul",
 	}
 	if cfg != want {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
@@ -149,11 +152,52 @@ func TestBadInputNamesFlagAndValue(t *testing.T) {
 		{[]string{"--io-timeout", "0s"}, "--io-timeout=0s"},
 		{[]string{"--health-starting", "passing"}, `--health-starting="passing"`},
 		{[]string{"--health-deregister-after", "30s"}, "--health-deregister-after=30s"},
+		{[]string{"--consul-client-cert", "/c.pem"}, `--consul-client-cert/--consul-client-key="/c.pem"/""`},
 	}
 	for _, tt := range tests {
 		_, _, err := parse(t, nil, tt.args...)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: error %v, want one naming %s", tt.args, err, tt.want)
 		}
+	}
+}
+
+func TestConsulTLSFlags(t *testing.T) {
+	cfg, _, err := parse(t, nil, "--consul-cacert", "/ca.pem", "--consul-client-cert", "/c.pem", "--consul-client-key", "/k.pem",
+		"--consul-tls-server-name", "server.dc1.consul", "consul-tls://10.0.0.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ConsulAddr != "https://10.0.0.5:8501" || cfg.ConsulCACert != "/ca.pem" || cfg.ConsulClientCert != "/c.pem" ||
+		cfg.ConsulClientKey != "/k.pem" || cfg.ConsulTLSServerName != "server.dc1.consul" {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+}
+
+// A token given on the command line is visible in ps; one from the
+// environment is not flagged.
+func TestTokenInArgsIsNoticed(t *testing.T) {
+	cfg, _, err := parse(t, nil, "--consul-token", "s3cret")
+	if err != nil || !cfg.ConsulTokenInArgs || cfg.ConsulToken != "s3cret" {
+		t.Fatalf("token in argv: in args %t, %v", cfg.ConsulTokenInArgs, err)
+	}
+	cfg, _, err = parse(t, map[string]string{"CONSUL_HTTP_TOKEN": "s3cret"})
+	if err != nil || cfg.ConsulTokenInArgs || cfg.ConsulToken != "s3cret" {
+		t.Fatalf("token in env: in args %t, %v", cfg.ConsulTokenInArgs, err)
+	}
+}
+
+// --help never shows a token, wherever it came from.
+func TestHelpHidesToken(t *testing.T) {
+	t.Setenv("CONSUL_HTTP_TOKEN", "s3cret-env")
+	var out bytes.Buffer
+	app := newApp(&out, func(context.Context, config.Config, io.Writer) error { return nil })
+	app.Writer = &out
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	if err := app.RunContext(t.Context(), []string{"registrar", "--consul-token", "s3cret-arg", "--help"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "--consul-token-file") || strings.Contains(out.String(), "s3cret") {
+		t.Fatalf("help without the flags, or with the token:\n%s", out.String())
 	}
 }

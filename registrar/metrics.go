@@ -68,7 +68,7 @@ func newMetrics() *metrics {
 		deregistered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricPrefix + "deregistrations_total",
 			Help: "Services removed from Consul, by reason (removed, stopped, unwanted, shutdown)."}, []string{"reason"}),
 		consulErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: metricPrefix + "consul_errors_total",
-			Help: "Failed Consul calls (list, register, deregister, check update, maintenance); refused takeovers not included."}),
+			Help: "Failed Consul calls (start-up attempts, list, register, deregister, check update, maintenance); refused takeovers not included."}),
 	}
 	// Every known label value has a sample from the start.
 	for _, r := range []string{"ok", "failed"} {

@@ -52,6 +52,14 @@ func (s *statusServer) setReconciler(rec *reconcile.Reconciler) {
 	}
 }
 
+// consulError counts a failed Consul call made before the reconciler
+// runs; a nil server ignores it.
+func (s *statusServer) consulError() {
+	if s != nil {
+		s.m.ConsulError()
+	}
+}
+
 // recorder is what the reconciler counts into; nil without a server.
 func (s *statusServer) recorder() reconcile.Recorder {
 	if s == nil {

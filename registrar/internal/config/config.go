@@ -35,10 +35,18 @@ const DefaultConsulAddr = "127.0.0.1:8500"
 type Config struct {
 	// ConsulAddr is an address as consul/api takes it: "host:port",
 	// "http://host:port", "https://host:port" or "unix:///path".
-	ConsulAddr      string
-	ConsulToken     string
-	ConsulTokenFile string
-	ConsulCACert    string
+	ConsulAddr  string
+	ConsulToken string
+	// ConsulTokenFile is read again for every call to the agent: a
+	// rotated or repaired token takes effect without a restart.
+	ConsulTokenFile     string
+	ConsulCACert        string
+	ConsulClientCert    string // TLS client certificate, for verify_incoming
+	ConsulClientKey     string
+	ConsulTLSServerName string // name the agent's certificate must hold
+	// ConsulTokenInArgs is set when --consul-token came on the command
+	// line, where every user of the host can read it (ps).
+	ConsulTokenInArgs bool
 	// DockerHost overrides DOCKER_HOST; empty means Docker's default.
 	DockerHost string
 
@@ -87,9 +95,7 @@ func (c *Config) Validate() error {
 	bad := func(flag string, value any, why string) {
 		errs = append(errs, fmt.Errorf("%s=%v: %s", flag, value, why))
 	}
-	if c.ConsulAddr == "" {
-		bad("consul address", `""`, "empty")
-	}
+	c.validateConsul(bad)
 	if c.NodeName != "" {
 		if err := ValidateNodeName(c.NodeName); err != nil {
 			bad("--node-name", strconv.Quote(c.NodeName), err.Error())
@@ -158,6 +164,17 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateConsul checks how to reach the agent; files are read when the
+// client is built, which names the flag of one that cannot be.
+func (c *Config) validateConsul(bad func(flag string, value any, why string)) {
+	if c.ConsulAddr == "" {
+		bad("consul address", `""`, "empty")
+	}
+	if (c.ConsulClientCert == "") != (c.ConsulClientKey == "") {
+		bad("--consul-client-cert/--consul-client-key", strconv.Quote(c.ConsulClientCert)+"/"+strconv.Quote(c.ConsulClientKey), "set both or neither")
+	}
 }
 
 // ParseBackendURI reads registrator's positional backend URI. Only Consul

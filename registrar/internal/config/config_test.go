@@ -22,6 +22,9 @@ func TestValidate(t *testing.T) {
 		want string // substring of the error; "" for valid
 	}{
 		{"defaults", func(*Config) {}, ""},
+		{"client cert and key", func(c *Config) { c.ConsulClientCert, c.ConsulClientKey = "/c.pem", "/k.pem" }, ""},
+		{"client cert alone", func(c *Config) { c.ConsulClientCert = "/c.pem" }, `--consul-client-cert/--consul-client-key="/c.pem"/""`},
+		{"client key alone", func(c *Config) { c.ConsulClientKey = "/k.pem" }, `--consul-client-cert/--consul-client-key=""/"/k.pem"`},
 		{"on-success", func(c *Config) { c.Deregister = DeregisterOnSuccess }, ""},
 		{"never", func(c *Config) { c.Deregister = DeregisterNever }, ""},
 		{"bad deregister", func(c *Config) { c.Deregister = "sometimes" }, `--deregister="sometimes"`},

@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/hashicorp/consul/api"
 
@@ -24,37 +26,7 @@ import (
 type Catalog struct {
 	client *api.Client
 	node   string
-}
-
-// Config says how to reach the agent.
-type Config struct {
-	Address   string // "host:port", "http(s)://host:port" or "unix:///path"
-	Token     string
-	TokenFile string
-	CACert    string
-}
-
-// NewClient builds an API client. Unset fields keep consul/api's defaults,
-// which read the CONSUL_* environment.
-func NewClient(cfg Config) (*api.Client, error) {
-	c := api.DefaultConfig()
-	if cfg.Address != "" {
-		c.Address = cfg.Address
-	}
-	if cfg.Token != "" {
-		c.Token = cfg.Token
-	}
-	if cfg.TokenFile != "" {
-		c.TokenFile = cfg.TokenFile
-	}
-	if cfg.CACert != "" {
-		c.TLSConfig.CAFile = cfg.CACert
-	}
-	client, err := api.NewClient(c)
-	if err != nil {
-		return nil, fmt.Errorf("consul client for %q: %w", cfg.Address, err)
-	}
-	return client, nil
+	agent  *agentInfo // explains errors; nil without Open
 }
 
 // New returns the catalog of services owned by node.
@@ -73,7 +45,7 @@ func (c *Catalog) Owned(ctx context.Context) ([]service.Registration, error) {
 	filter := fmt.Sprintf("Meta[%s] == %s", strconv.Quote(service.MetaNode), strconv.Quote(c.node))
 	svcs, err := c.client.Agent().ServicesWithFilterOpts(filter, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("list owned services (node %s): %w", c.node, err)
+		return nil, fmt.Errorf("list owned services (node %s): %w", c.node, c.explain(err))
 	}
 	out := make([]service.Registration, 0, len(svcs))
 	for id, s := range svcs {
@@ -89,19 +61,61 @@ func (c *Catalog) Owned(ctx context.Context) ([]service.Registration, error) {
 	return out, nil
 }
 
-// Register creates or replaces a service and its check. An ID held by
+// Register creates or replaces a service and its checks. An ID held by
 // someone else is refused.
+//
+// It does not ask the agent to replace the existing checks: the agent
+// would drop the service's maintenance check with them, so a resync or an
+// update during a drain (or a `registrar drain`) would put the service
+// back in rotation. The checks we no longer want are removed one by one
+// after the registration instead.
 func (c *Catalog) Register(ctx context.Context, s service.Service) error {
 	if _, err := c.ours(ctx, s.ID); err != nil {
 		return &WriteError{Op: "register", ServiceID: s.ID, Err: err}
 	}
-	reg := Registration(s)
-	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
-	if err := c.client.Agent().ServiceRegisterOpts(reg, opts); err != nil {
+	stale, err := c.staleChecks(ctx, s)
+	if err != nil {
 		return &WriteError{Op: "register", ServiceID: s.ID, Err: err}
+	}
+	reg := Registration(s)
+	opts := api.ServiceRegisterOpts{}.WithContext(ctx)
+	if err := c.client.Agent().ServiceRegisterOpts(reg, opts); err != nil {
+		return &WriteError{Op: "register", ServiceID: s.ID, Err: c.explain(err)}
+	}
+	for _, id := range stale {
+		err := c.client.Agent().CheckDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return &WriteError{Op: "remove check " + id + " of", ServiceID: s.ID, Err: c.explain(err)}
+		}
 	}
 	return nil
 }
+
+// staleChecks returns the IDs of the agent's checks of s that s no longer
+// has, the maintenance check excepted.
+func (c *Catalog) staleChecks(ctx context.Context, s service.Service) ([]string, error) {
+	filter := "ServiceID == " + strconv.Quote(s.ID)
+	have, err := c.client.Agent().ChecksWithFilterOpts(filter, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read current checks: %w", c.explain(err))
+	}
+	want := map[string]bool{}
+	for _, ch := range Registration(s).Checks {
+		want[ch.CheckID] = true
+	}
+	var stale []string
+	for id, ch := range have {
+		if ch.ServiceID == s.ID && !want[id] && !strings.HasPrefix(id, MaintenanceCheckPrefix) {
+			stale = append(stale, id)
+		}
+	}
+	slices.Sort(stale)
+	return stale, nil
+}
+
+// MaintenanceCheckPrefix starts the ID of the check the agent adds to a
+// service in maintenance; the service ID follows.
+const MaintenanceCheckPrefix = "_service_maintenance:"
 
 // Deregister removes a service; one the agent does not know is gone
 // already. An ID held by someone else is refused.
@@ -119,7 +133,7 @@ func (c *Catalog) Deregister(ctx context.Context, id string) error {
 		return nil
 	}
 	if err != nil {
-		return &WriteError{Op: "deregister", ServiceID: id, Err: err}
+		return &WriteError{Op: "deregister", ServiceID: id, Err: c.explain(err)}
 	}
 	return nil
 }
@@ -136,7 +150,7 @@ func (c *Catalog) ours(ctx context.Context, id string) (exists bool, err error) 
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read current holder: %w", err)
+		return false, fmt.Errorf("read current holder: %w", c.explain(err))
 	}
 	if holder := s.Meta[service.MetaNode]; holder != c.node {
 		return true, &NotOwnedError{ServiceID: id, Holder: holder}
@@ -226,7 +240,7 @@ func (c *Catalog) UpdateDockerCheck(ctx context.Context, s service.Service) erro
 	out := "Docker health: " + ch.Status
 	err := c.client.Agent().UpdateTTLOpts(DockerCheckID(s.ID), out, ch.Status, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return &WriteError{Op: "update check of", ServiceID: s.ID, Err: err}
+		return &WriteError{Op: "update check of", ServiceID: s.ID, Err: c.explain(err)}
 	}
 	return nil
 }
@@ -248,7 +262,7 @@ func (c *Catalog) Maintenance(ctx context.Context, id string, on bool, reason st
 		err = c.client.Agent().DisableServiceMaintenanceOpts(id, opts)
 	}
 	if err != nil {
-		return &WriteError{Op: "maintenance of", ServiceID: id, Err: err}
+		return &WriteError{Op: "maintenance of", ServiceID: id, Err: c.explain(err)}
 	}
 	return nil
 }

@@ -161,6 +161,12 @@ func (r *Reconciler) record(ctx context.Context, o op, err error) error {
 		r.owned[o.svc.ID] = service.Registration{ID: o.svc.ID, ContainerID: o.svc.ContainerID, Fingerprint: o.svc.Fingerprint()}
 		if t, ok := r.ctrs[o.containerID]; ok {
 			delete(t.refused, o.svc.ID) // its holder removed it: ours now
+			// A draining container's service registered anew (the
+			// agent restarted without its state) is not in maintenance:
+			// put it back before it takes traffic for long.
+			if t.draining {
+				t.setMaintPending()
+			}
 		}
 		r.rec.Registered(o.reason)
 		r.log.Info("registered", "service_id", o.svc.ID, "container_id", container.ShortID(o.containerID), "name", o.svc.Name, "address", o.svc.Address, "port", o.svc.Port)

@@ -24,26 +24,11 @@ type maint struct {
 // service the container owns in Consul into maintenance, so renderers drop
 // it while the process still finishes its requests; it lasts until the
 // container dies (its services are then deregistered) or runs again. A
-// failed call is logged, not retried: the die that follows settles it.
+// failed change is retried with backoff until it is made or moot: left
+// alone, a drain that failed while Consul blinked would leave a stopping
+// container in rotation for its whole grace period.
 func (r *Reconciler) maintenance(ctx context.Context) {
-	var ops []maint
-	for _, cid := range slices.Sorted(maps.Keys(r.ctrs)) {
-		t := r.ctrs[cid]
-		switch {
-		case t.drainPending:
-			t.drainPending = false
-			// Unseen containers use the policy: a kill hint may come
-			// before the first inspect.
-			if (t.seen && !t.drain) || (!t.seen && !r.opt.Policy.Health.Drain) || t.draining {
-				continue
-			}
-			t.draining, t.drainRun = true, t.state.StartedAt
-			ops = append(ops, r.ownedBy(cid, true)...)
-		case t.undrainPending:
-			t.undrainPending = false
-			ops = append(ops, r.ownedBy(cid, false)...)
-		}
-	}
+	ops := r.maintOps(time.Now())
 	if len(ops) == 0 {
 		return
 	}
@@ -52,18 +37,92 @@ func (r *Reconciler) maintenance(ctx context.Context) {
 		defer cancel()
 		return r.cat.Maintenance(cctx, o.id, o.on, DrainReason)
 	})
+	failed := map[string]error{}
 	for i, o := range ops {
 		attrs := []any{"service_id", o.id, "container_id", container.ShortID(o.containerID)}
 		switch {
+		case isNotOwned(errs[i]):
+			// Taken over since we listed it: not ours to change, and
+			// retrying would not change the holder's mind.
+			r.log.Warn("maintenance not changed: service no longer ours", append(attrs, "error", errs[i])...)
 		case errs[i] != nil:
 			r.consulError(ctx)
-			r.log.Warn("maintenance change failed", append(attrs, "drain", o.on, "error", errs[i])...)
+			if failed[o.containerID] == nil {
+				failed[o.containerID] = errs[i]
+			}
+			if ctx.Err() == nil {
+				r.log.Warn("maintenance change failed; will retry", append(attrs, "drain", o.on, "error", errs[i])...)
+			}
 		case o.on:
 			r.log.Info("draining: service in maintenance until the container dies", attrs...)
 		default:
 			r.log.Info("drain ended: container runs again", attrs...)
 		}
 	}
+	r.maintDone(ops, failed, time.Now())
+}
+
+// maintOps turns pending drains into maintenance changes: every service
+// of a container whose Consul maintenance is not known to match its
+// draining state, unless a failed change waits for its backoff.
+func (r *Reconciler) maintOps(now time.Time) []maint {
+	var ops []maint
+	for _, cid := range slices.Sorted(maps.Keys(r.ctrs)) {
+		t := r.ctrs[cid]
+		if t.drainPending {
+			t.drainPending = false
+			// Unseen containers use the policy: a kill hint may come
+			// before the first inspect.
+			drains := (t.seen && t.drain) || (!t.seen && r.opt.Policy.Health.Drain)
+			if drains && !t.draining {
+				t.draining, t.drainRun = true, t.state.StartedAt
+				t.setMaintPending()
+			}
+		}
+		if !t.maintPending || now.Before(t.maintDue) {
+			continue
+		}
+		more := r.ownedBy(cid, t.draining)
+		if len(more) == 0 { // it owns nothing (any more): nothing to change
+			t.maintSettled()
+		}
+		ops = append(ops, more...)
+	}
+	return ops
+}
+
+// maintDone records the outcome of maintenance changes: a container with a
+// failed one is tried again after a backoff of its own (its re-reads and
+// write retries must not reset it), and is not ready meanwhile.
+func (r *Reconciler) maintDone(ops []maint, failed map[string]error, now time.Time) {
+	done := map[string]bool{}
+	for _, o := range ops {
+		t, ok := r.ctrs[o.containerID]
+		if !ok || done[o.containerID] {
+			continue
+		}
+		done[o.containerID] = true
+		err := failed[o.containerID]
+		if err == nil {
+			t.maintSettled()
+			continue
+		}
+		t.maintErr = err.Error()
+		t.maintDue = now.Add(r.backoff(t.maintAttempts)) // nextDue wakes the loop then
+		t.maintAttempts++
+	}
+}
+
+// setMaintPending asks for the maintenance of t's services to be made to
+// match its draining state at once: a new decision does not wait for the
+// backoff of an earlier failure.
+func (t *tracked) setMaintPending() {
+	t.maintPending, t.maintDue = true, time.Time{}
+}
+
+// maintSettled records that Consul matches t's draining state.
+func (t *tracked) maintSettled() {
+	t.maintPending, t.maintErr, t.maintAttempts, t.maintDue = false, "", 0, time.Time{}
 }
 
 // ownedBy is a maintenance change for every service cid owns in Consul.

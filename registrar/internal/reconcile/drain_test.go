@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -155,3 +156,80 @@ func TestWaitHealthyRegistersOnlyOnceHealthy(t *testing.T) {
 }
 
 func healthPolicy(p health.Policy) service.Policy { return service.Policy{Health: p} }
+
+// A drain whose maintenance call fails (the agent blinked) is retried with
+// backoff until it is made, and the registrar is not ready meanwhile;
+// before, it was logged and forgotten, leaving the stopping container in
+// rotation for its whole grace period.
+func TestFailedDrainIsRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opt := drainOn()
+		opt.Resync, opt.RetryMin, opt.RetryMax = time.Hour, 100*time.Millisecond, time.Second
+		h := start(t, opt, func(d *fakeDocker, _ *fakeConsul) { d.set(ctr("a", 1001, started(time.Now()))) })
+		h.wantIDs(sid("a"))
+		h.consul.setFailMaint(errDown)
+		h.stopHint("a")
+		if h.consul.inMaint(sid("a")) {
+			t.Fatal("in maintenance although the call failed")
+		}
+		st := h.rec.Status()
+		if st.Ready || !strings.Contains(st.Reason, "maintenance change for container") || st.RetriesPending != 1 {
+			t.Errorf("after a failed drain: ready %t, reason %q, retries pending %d; want not ready, naming the maintenance change", st.Ready, st.Reason, st.RetriesPending)
+		}
+		// Backoff, not a tight loop: 100ms, 200ms, 400ms, 800ms, then 1s.
+		before := h.consul.maintCallCount()
+		h.advance(5 * time.Second)
+		if tries := h.consul.maintCallCount() - before; tries < 4 || tries > 9 {
+			t.Errorf("%d maintenance retries in 5s, want capped exponential backoff", tries)
+		}
+		h.consul.setFailMaint(nil)
+		h.advance(2 * time.Second)
+		if !h.consul.inMaint(sid("a")) {
+			t.Fatal("failed drain never retried: service still in rotation")
+		}
+		if st := h.rec.Status(); !st.Ready || st.Draining != 1 {
+			t.Errorf("after the retry: ready %t (%s), draining %d; want ready, 1", st.Ready, st.Reason, st.Draining)
+		}
+	})
+}
+
+// The end of a drain (the container runs again) is retried too: a failed
+// undrain would keep a running container out of rotation.
+func TestFailedUndrainIsRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		run1 := time.Now()
+		opt := drainOn()
+		opt.Resync, opt.RetryMax = time.Hour, time.Second
+		h := start(t, opt, func(d *fakeDocker, _ *fakeConsul) { d.set(ctr("a", 1001, started(run1))) })
+		h.stopHint("a")
+		h.consul.setFailMaint(errDown)
+		h.advance(time.Second)
+		h.docker.set(ctr("a", 1001, started(run1.Add(time.Second))))
+		h.hint("a")
+		if !h.consul.inMaint(sid("a")) {
+			t.Fatal("undrain made although the call failed")
+		}
+		h.consul.setFailMaint(nil)
+		h.advance(2 * time.Second)
+		if h.consul.inMaint(sid("a")) {
+			t.Fatal("failed undrain never retried: running container out of rotation")
+		}
+	})
+}
+
+// A draining container's service registered anew (the agent restarted
+// without its state during the drain) goes back into maintenance.
+func TestDrainSurvivesAgentRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opt := drainOn()
+		opt.Resync = 10 * time.Second
+		h := start(t, opt, func(d *fakeDocker, _ *fakeConsul) { d.set(ctr("a", 1001, started(time.Now()))) })
+		h.stopHint("a")
+		h.consul.wipe()
+		h.advance(10 * time.Second) // the resync registers it again
+		h.wantIDs(sid("a"))
+		if !h.consul.inMaint(sid("a")) {
+			t.Fatal("re-registered during its drain, the service is back in rotation")
+		}
+	})
+}

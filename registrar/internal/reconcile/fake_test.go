@@ -135,10 +135,14 @@ type fakeConsul struct {
 	services map[string]service.Service
 	writes   int
 	fail     error // every write fails while set
-	reject   map[string]bool
-	maint    map[string]bool   // service ID -> in maintenance
-	checks   map[string]string // service ID -> Docker check status last set
-	ttlSets  int               // UpdateDockerCheck calls
+	// failMaint fails maintenance changes only (the agent erring on one
+	// endpoint, or answering again only after the call).
+	failMaint  error
+	maintCalls int
+	reject     map[string]bool
+	maint      map[string]bool   // service ID -> in maintenance
+	checks     map[string]string // service ID -> Docker check status last set
+	ttlSets    int               // UpdateDockerCheck calls
 }
 
 func newFakeConsul(node string) *fakeConsul {
@@ -235,8 +239,12 @@ func (f *fakeConsul) UpdateDockerCheck(ctx context.Context, s service.Service) e
 func (f *fakeConsul) Maintenance(ctx context.Context, id string, on bool, reason string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.maintCalls++
 	if f.fail != nil {
 		return f.fail
+	}
+	if f.failMaint != nil {
+		return f.failMaint
 	}
 	if _, ok := f.services[id]; !ok {
 		return nil
@@ -292,8 +300,23 @@ func (f *fakeConsul) remove(id string) {
 	delete(f.services, id)
 }
 
+// wipe is an agent restarted without its state: services and their
+// maintenance are gone.
 func (f *fakeConsul) wipe() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	clear(f.services)
+	clear(f.maint)
+}
+
+func (f *fakeConsul) setFailMaint(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failMaint = err
+}
+
+func (f *fakeConsul) maintCallCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.maintCalls
 }

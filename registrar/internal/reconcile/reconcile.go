@@ -108,10 +108,14 @@ type tracked struct {
 	attempts   int               // failed attempts in a row
 	// Draining: drain is the container's setting (SERVICE_DRAIN or the
 	// policy); drainPending a stop hint not acted on yet; draining that
-	// its services are in maintenance for the run that started at
-	// drainRun; undrainPending that it runs again since.
-	drain, drainPending, draining, undrainPending bool
-	drainRun                                      time.Time
+	// its services belong in maintenance, for the run that started at
+	// drainRun. maintPending says Consul may not match draining yet: a
+	// change is due, or failed with maintErr and is retried at maintDue,
+	// after a backoff counted by maintAttempts.
+	drain, drainPending, draining, maintPending bool
+	drainRun, maintDue                          time.Time
+	maintErr                                    string
+	maintAttempts                               int
 }
 
 // Reconciler converges Consul to Docker. Create it with New, then call Run.
@@ -273,6 +277,9 @@ func (r *Reconciler) nextDue() (time.Time, bool) {
 		if !t.due.IsZero() && (next.IsZero() || t.due.Before(next)) {
 			next = t.due
 		}
+		if t.maintPending && !t.maintDue.IsZero() && (next.IsZero() || t.maintDue.Before(next)) {
+			next = t.maintDue // a failed maintenance change to retry
+		}
 	}
 	return next, !next.IsZero()
 }
@@ -395,7 +402,8 @@ func (r *Reconciler) absorb(id string, res inspected, now time.Time) bool {
 	}
 	c := res.c
 	if t.draining && c.State.Running && !c.State.StartedAt.Equal(t.drainRun) {
-		t.draining, t.undrainPending = false, true // a new run: back in rotation
+		t.draining = false // a new run: back in rotation
+		t.setMaintPending()
 	}
 	t.seen, t.name, t.state = true, c.Name, c.State
 	t.drain = service.Drain(c, r.opt.Policy)

@@ -91,7 +91,7 @@ func (r *Reconciler) publish() {
 		owning[reg.ContainerID] = true
 	}
 	for id, t := range r.ctrs {
-		if t.attempts > 0 {
+		if t.attempts > 0 || t.maintErr != "" {
 			pending = append(pending, id)
 		}
 		if t.draining && owning[id] {
@@ -146,8 +146,11 @@ func (r *Reconciler) readiness(pending []string) (bool, string) {
 		id := pending[0]
 		t := r.ctrs[id]
 		what, err := "consul write for", t.writeErr
-		if t.inspectErr != "" {
+		switch {
+		case t.inspectErr != "":
 			what, err = "inspect of", t.inspectErr
+		case t.maintErr != "" && t.writeErr == "":
+			what, err = "maintenance change for", t.maintErr
 		}
 		return false, fmt.Sprintf("%s container %s failed; retry pending (%s awaiting a retry): %s",
 			what, container.ShortID(id), plural(len(pending), "container"), err)
