@@ -91,6 +91,7 @@ type statusDoc struct {
 		Deaths          int    `json:"deaths"`
 		Restarts        int    `json:"restarts"`
 		ReloadPending   bool   `json:"reload_pending"`
+		RuntimeApplies  int    `json:"runtime_applies"`
 	} `json:"proxies"`
 	Runner struct {
 		Rebuilds        int    `json:"rebuilds"`
@@ -188,9 +189,14 @@ func TestDaemonNginxSupervised(t *testing.T) {
 		_, p2 := backend(t, "two")
 		register(t, consul.Client, "api", "api-1", p2)
 		testenv.Eventually(t, 10*time.Second, expect(listen, "api.localhost", 200, "two"))
-		if n := logs.count("proxy reloaded"); n < 1 {
-			t.Errorf("no reload logged")
-		}
+		// nginx serves the new workers' config a moment before the
+		// renderer has verified the reload and logged it.
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if logs.count("proxy reloaded") < 1 {
+				return fmt.Errorf("no reload logged")
+			}
+			return nil
+		})
 	})
 
 	t.Run("unchanged bytes: no write, no reload", func(t *testing.T) {
@@ -203,6 +209,12 @@ func TestDaemonNginxSupervised(t *testing.T) {
 		_, p3 := backend(t, "three")
 		register(t, consul.Client, "zeta", "zeta-1", p3)
 		testenv.Eventually(t, 10*time.Second, expect(listen, "zeta.localhost", 200, "three"))
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if logs.count("proxy reloaded") == before {
+				return fmt.Errorf("the reload for zeta is not logged yet")
+			}
+			return nil
+		})
 		after := logs.count("proxy reloaded")
 		if after-before != 1 {
 			t.Errorf("reloads: %d, want exactly 1 (for zeta)", after-before)

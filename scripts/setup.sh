@@ -4,6 +4,10 @@
 # demo.sh; prints the versions it found and the env file the others source.
 #
 #   nginx, haproxy, caddy, wrk, hyperfine  Debian packages
+#   libnginx-mod-http-lua, lua-resty-core   nginx's Lua module (with
+#                                           libnginx-mod-http-ndk): the shipped
+#                                           nginx template's membership
+#                                           endpoint and balancer (issue 9)
 #   consul                                  built from the Go module proxy at
 #                                           a pinned release, cached outside the
 #                                           repo under $SWITCHYARD_CACHE
@@ -23,19 +27,38 @@ as_root() {
 }
 
 apt_updated=0
+apt_get_install() {
+	[ $# -eq 0 ] && return 0
+	log "installing $*"
+	if [ $apt_updated = 0 ]; then
+		as_root apt-get update -qq >&2
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# apt_install BIN:PKG...: installs PKG when BIN is not on PATH.
 apt_install() {
 	local missing=()
 	for pair in "$@"; do
 		local bin=${pair%%:*} pkg=${pair##*:}
 		command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 	done
-	[ ${#missing[@]} -eq 0 ] && return 0
-	log "installing ${missing[*]}"
-	if [ $apt_updated = 0 ]; then
-		as_root apt-get update -qq >&2
-		apt_updated=1
-	fi
-	DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+	apt_get_install ${missing[@]+"${missing[@]}"}
+}
+
+dpkg_installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# dpkg_install PKG...: installs the packages dpkg does not have, for
+# packages with no binary to look for (nginx modules, Lua libraries).
+dpkg_install() {
+	local missing=()
+	for pkg in "$@"; do
+		dpkg_installed "$pkg" || missing+=("$pkg")
+	done
+	apt_get_install ${missing[@]+"${missing[@]}"}
 }
 
 # Debian's nginx package starts a system nginx on port 80 on install; our tests
@@ -117,6 +140,7 @@ ensure_docker() {
 main() {
 	command -v go >/dev/null || { log "go is required (Go 1.26)"; exit 1; }
 	apt_install nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk hyperfine:hyperfine curl:curl
+	dpkg_install libnginx-mod-http-ndk libnginx-mod-http-lua lua-resty-core
 	stop_system_nginx
 	ensure_docker
 	build_consul
@@ -130,7 +154,7 @@ export SWITCHYARD_CADDY=$(command -v caddy)
 export SWITCHYARD_CONSUL_TEMPLATE=$CONSUL_TEMPLATE_BIN
 ENV
 	log "consul:  $("$CONSUL_BIN" version | head -n1)"
-	log "nginx:   $(nginx -v 2>&1)"
+	log "nginx:   $(nginx -v 2>&1), Lua module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua), lua-resty-core $(dpkg-query -W -f='${Version}' lua-resty-core)"
 	log "haproxy: $(haproxy -v | head -n1)"
 	log "caddy:   $(caddy version 2>&1 | head -n1)"
 	log "docker:  $(docker version --format 'engine {{.Server.Version}} api {{.Server.APIVersion}}')"

@@ -174,6 +174,42 @@ func TestNginxTemplateDefaultListen(t *testing.T) {
 	}
 }
 
+// TestNginxTemplateSettings: issue 9's settings. Lua off renders the
+// plain template an nginx without the Lua module accepts (no load_module,
+// no balancer, no endpoint); the module dir and the endpoint port follow
+// the environment, and the endpoint always listens on loopback.
+func TestNginxTemplateSettings(t *testing.T) {
+	nginx := testenv.NginxBinary(t)
+	s := scenarios[1] // two-services
+	off := render(t, "nginx.conf.tmpl", s, []string{"SWITCHYARD_LISTEN=127.0.0.1:18080", "SWITCHYARD_NGINX_LUA=off"})
+	golden(t, "nginx-two-services-lua-off.conf", off)
+	for _, w := range []string{"load_module", "lua", "switchyard/upstreams"} {
+		if bytes.Contains(off, []byte(w)) {
+			t.Errorf("Lua off still has %q", w)
+		}
+	}
+	nginxAccepts(t, nginx, off)
+
+	on := render(t, "nginx.conf.tmpl", s, []string{"SWITCHYARD_NGINX_API_PORT=19999", "SWITCHYARD_NGINX_MODULES=/opt/mods"})
+	for _, w := range []string{"listen 127.0.0.1:19999;", "load_module /opt/mods/ndk_http_module.so;", "load_module /opt/mods/ngx_http_lua_module.so;"} {
+		if !bytes.Contains(on, []byte(w)) {
+			t.Errorf("%q missing", w)
+		}
+	}
+	// Without a port, the endpoint takes the listen port on 127.0.0.2: an
+	// endpoint of its own for every nginx of a host.
+	for listen, want := range map[string]string{"": "127.0.0.2:8080", "0.0.0.0:80": "127.0.0.2:80", "8081": "127.0.0.2:8081", "[::]:8443": "127.0.0.2:8443"} {
+		out := render(t, "nginx.conf.tmpl", s, []string{"SWITCHYARD_LISTEN=" + listen})
+		if !bytes.Contains(out, []byte("\n        listen "+want+";\n        access_log off;")) {
+			t.Errorf("SWITCHYARD_LISTEN=%q: endpoint not on %s", listen, want)
+		}
+	}
+	builtIn := render(t, "nginx.conf.tmpl", s, []string{"SWITCHYARD_NGINX_MODULES=none"})
+	if bytes.Contains(builtIn, []byte("load_module")) || !bytes.Contains(builtIn, []byte("balancer_by_lua_block")) {
+		t.Errorf("modules none: load_module lines left, or the Lua balancer gone")
+	}
+}
+
 func TestHAProxyTemplate(t *testing.T) {
 	haproxy := testenv.HAProxyBinary(t)
 	for _, s := range scenarios {
@@ -192,11 +228,11 @@ func TestHAProxyTemplate(t *testing.T) {
 var defectWants = map[string][2][]string{
 	"port-zero": {
 		{"server 10.0.0.5:9000 ", "server_name api.*;", "server 10.0.0.1:80 ", `# skipped "web"/"web-0": port 0 is not in 1-65535`},
-		{"server s0 10.0.0.5:9000 ", "use_backend svc_api ", "server s1 10.0.0.1:80 ", `# skipped "web"/"web-0": port 0 is not in 1-65535`},
+		{"server 10.0.0.5:9000 10.0.0.5:9000 ", "use_backend svc_api ", "server 10.0.0.1:80 10.0.0.1:80 ", `# skipped "web"/"web-0": port 0 is not in 1-65535`},
 	},
 	"case-duplicates": {
 		{"server 10.0.0.5:9000 ", "server_name api.*;", "upstream svc_WEB {", "server 10.0.0.7:80 ", `# skipped "web": name differs only in case from "WEB"`},
-		{"server s0 10.0.0.5:9000 ", "use_backend svc_api ", "use_backend svc_WEB ", "server s0 10.0.0.7:80 ", `# skipped "web": name differs only in case from "WEB"`},
+		{"server 10.0.0.5:9000 10.0.0.5:9000 ", "use_backend svc_api ", "use_backend svc_WEB ", "server 10.0.0.7:80 10.0.0.7:80 ", `# skipped "web": name differs only in case from "WEB"`},
 	},
 }
 

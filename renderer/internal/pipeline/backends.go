@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bytes"
 
+	"github.com/switchyard/switchyard/renderer/internal/nginxconf"
 	"github.com/switchyard/switchyard/renderer/internal/policy"
 )
 
@@ -33,11 +34,12 @@ func liveServer(addr string, params []string, off string) bool {
 }
 
 // NginxUpstreams counts the `server` directives of every `upstream NAME {}`
-// block of an nginx config. It follows nginx's own tokenizer closely
-// enough that comments (`#` at the start of a token), quoted strings and
-// `${var}` cannot open or close a block or fake a server: Consul data ends
-// up in this file, and a service name that looks like a directive must not
-// change the guard's view.
+// block of an nginx config. It reads the file with nginx's own tokenizer
+// (package nginxconf), so comments (`#` at the start of a token), quoted
+// strings, `${var}` and Lua blocks (`*_by_lua_block { ... }`, whose
+// braces and `#` are Lua's) cannot open or close a block or fake a
+// server: Consul data ends up in this file, and a service name that looks
+// like a directive must not change the guard's view.
 func NginxUpstreams(b []byte) Counts {
 	out := Counts{}
 	type block struct {
@@ -46,16 +48,16 @@ func NginxUpstreams(b []byte) Counts {
 	}
 	var stack []block
 	var stmt []string
-	nginxTokens(b, func(tok string, special byte) {
-		switch special {
-		case 0:
-			stmt = append(stmt, tok)
-		case ';':
+	for _, t := range nginxconf.Tokenize(b) {
+		switch t.Kind {
+		case nginxconf.Word:
+			stmt = append(stmt, t.Val)
+		case nginxconf.Semi:
 			if n := len(stack); n > 0 && stack[n-1].upstream && len(stmt) >= 2 && stmt[0] == "server" && liveServer(stmt[1], stmt[2:], "down") {
 				out[stack[n-1].name]++
 			}
 			stmt = stmt[:0]
-		case '{':
+		case nginxconf.Open:
 			blk := block{}
 			if len(stmt) == 2 && stmt[0] == "upstream" {
 				blk = block{upstream: true, name: stmt[1]}
@@ -63,72 +65,16 @@ func NginxUpstreams(b []byte) Counts {
 			}
 			stack = append(stack, blk)
 			stmt = stmt[:0]
-		case '}':
+		case nginxconf.Close:
 			if len(stack) > 0 {
 				stack = stack[:len(stack)-1]
 			}
 			stmt = stmt[:0]
+		case nginxconf.Lua:
+			stmt = stmt[:0]
 		}
-	})
+	}
 	return out
-}
-
-// nginxTokens calls emit for every word (special 0, quotes removed) and
-// every ';', '{' and '}' of an nginx config, skipping comments.
-func nginxTokens(b []byte, emit func(tok string, special byte)) {
-	var word []byte
-	inWord := false
-	flush := func() {
-		if inWord {
-			emit(string(word), 0)
-			word, inWord = word[:0], false
-		}
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		switch {
-		case !inWord && c == '#':
-			for i < len(b) && b[i] != '\n' {
-				i++
-			}
-		case !inWord && (c == '"' || c == '\''):
-			q := c
-			inWord = true
-			for i++; i < len(b) && b[i] != q; i++ {
-				if b[i] == '\\' && i+1 < len(b) {
-					i++
-				}
-				word = append(word, b[i])
-			}
-			flush()
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
-			flush()
-		case c == ';' || c == '}':
-			flush()
-			emit("", c)
-		case c == '{':
-			if inWord && word[len(word)-1] == '$' {
-				// ${var}: part of the word, up to its '}'.
-				for ; i < len(b) && b[i] != '}'; i++ {
-					word = append(word, b[i])
-				}
-				if i < len(b) {
-					word = append(word, '}')
-				}
-				continue
-			}
-			flush()
-			emit("", c)
-		case c == '\\' && i+1 < len(b):
-			inWord = true
-			i++
-			word = append(word, b[i])
-		default:
-			inWord = true
-			word = append(word, c)
-		}
-	}
-	flush()
 }
 
 // haproxySections are the keywords that start a section of an HAProxy

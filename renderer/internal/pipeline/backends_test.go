@@ -58,6 +58,8 @@ func TestNginxUpstreams(t *testing.T) {
 		{"placeholder is not a backend", "upstream a {\n server 127.0.0.1:65535; # force a 502\n}\n", Counts{"a": 0}},
 		{"down is not a backend", "upstream a {\n server 10.0.0.1:80 down;\n server 10.0.0.2:80;\n}\n", Counts{"a": 1}},
 		{"truncated file", "upstream a {\n server 10.0.0.1:80;\n server 10.0.0.2", Counts{"a": 1}},
+		// Issue 9: Lua is not nginx syntax; its braces do not close the upstream.
+		{"lua block is opaque", "upstream a {\n balancer_by_lua_block { f(\"}\") if #t > 0 then end }\n server 10.0.0.1:80;\n}\n", Counts{"a": 1}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -205,7 +207,7 @@ func TestStaleGuardAppliesEmptiedUpstreamAfterHoldDown(t *testing.T) {
 		in := func(s string) *renderer.RenderInput { return &renderer.RenderInput{Path: dest, Contents: []byte(s)} }
 		two := golden(t, "haproxy-two-services.cfg")
 		// svc_api (1 server) goes; svc_web keeps its 2: 33% removed.
-		noAPI := strings.Replace(two, "\nbackend svc_api\n    balance roundrobin\n    server s0 10.0.0.5:9000 check inter 2s fall 1 rise 1\n", "", 1)
+		noAPI := strings.Replace(two, "\nbackend svc_api\n    balance roundrobin\n    server 10.0.0.5:9000 10.0.0.5:9000 check inter 2s fall 1 rise 1\n", "", 1)
 		if noAPI == two {
 			t.Fatal("golden file changed shape")
 		}

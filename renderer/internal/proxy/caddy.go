@@ -29,7 +29,9 @@ type Caddy struct {
 	// Config is a file it imports; empty means Config.
 	MainConfig string
 
-	supervised // Exited, Stop
+	supervised // Exited; Stop is Caddy's own (caddy_runtime.go)
+
+	rt caddyRuntime // the resolver that serves pools at runtime
 }
 
 // Supervised reports whether the proxy runs as our child; the supervisor
@@ -60,6 +62,7 @@ func (c *Caddy) Validate(ctx context.Context, path string) error {
 
 // Start runs caddy as our child (supervise) or checks its admin API.
 func (c *Caddy) Start(ctx context.Context) error {
+	c.syncRuntime(ctx) // the pools of the config it loads are served before it asks
 	if !c.Supervise {
 		if err := c.Verify(ctx); err != nil {
 			c.Log.Warn("no running caddy to reload yet", "proxy", "caddy", "err", err)
@@ -88,6 +91,7 @@ func (c *Caddy) Reload(ctx context.Context) error {
 	if err := retryTransient(ctx, "caddy admin API "+c.Admin, c.adminAnswers, c.classify); err != nil {
 		return err
 	}
+	c.syncRuntime(ctx) // the resolver answers with the static upstreams it loads
 	args := append([]string{"reload", "--force", "--config", c.Config, "--address", c.Admin}, c.adapter(c.Config)...)
 	out, err := run(ctx, c.timeout(), c.Bin, args...)
 	if err != nil {

@@ -1,61 +1,16 @@
 package proxy
 
 import (
+	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/renderer/internal/nginxconf"
+	"github.com/switchyard/switchyard/scripts/testenv"
 )
-
-func words(src string) [][]string {
-	var out [][]string
-	for _, d := range ngxDirectives(ngxTokenize([]byte(src))) {
-		var w []string
-		for _, a := range d.args {
-			w = append(w, a.val)
-		}
-		out = append(out, w)
-	}
-	return out
-}
-
-func TestNgxTokenize(t *testing.T) {
-	for _, tc := range []struct {
-		name, src string
-		want      [][]string
-	}{
-		{"plain", "include conf.d/*.conf;", [][]string{{"include", "conf.d/*.conf"}}},
-		{"comment", "# include x;\nuser a; # include y;\n", [][]string{{"user", "a"}}},
-		{"hash inside a word", "set $a b#c;", [][]string{{"set", "$a", "b#c"}}},
-		{"double quotes", `include "/a b/*.conf";`, [][]string{{"include", "/a b/*.conf"}}},
-		{"single quotes and escapes", `map $x $y { '' close; "a\"b" 'c\'d'; }`,
-			[][]string{{"map", "$x", "$y"}, {"", "close"}, {`a"b`, "c'd"}}},
-		{"variable braces stay in the word", "return 200 ${host}x;", [][]string{{"return", "200", "${host}x"}}},
-		{"brace ends a word", "http{server{listen 80;}}", [][]string{{"http"}, {"server"}, {"listen", "80"}}},
-		{"unknown escape kept", `location ~ \.php$ {}`, [][]string{{"location", "~", `\.php$`}}},
-		{"unterminated quote stops", "user a;\ninclude \"x;\n", [][]string{{"user", "a"}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := words(tc.src); !slices.EqualFunc(got, tc.want, slices.Equal) {
-				t.Errorf("got %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestNgxDepth(t *testing.T) {
-	src := []byte("pid a;\nhttp {\n  server { pid b; }\n}\nevents {}\n")
-	var top []string
-	for _, d := range ngxDirectives(ngxTokenize(src)) {
-		if d.depth == 0 {
-			top = append(top, d.args[0].val)
-		}
-	}
-	if !slices.Equal(top, []string{"pid", "http", "events"}) || !ngxHasTop(src, "events") || ngxHasTop(src, "server") {
-		t.Errorf("top-level directives %q", top)
-	}
-}
 
 // The shadow rewrites every include, whatever its quoting, and only
 // includes: a commented include, a multi-line argument (lines kept) and
@@ -94,8 +49,8 @@ func TestNginxShadowRewrite(t *testing.T) {
 
 func TestApplyEditsKeepsLines(t *testing.T) {
 	src := []byte("include \"a\nb\";\nx;\n")
-	toks := ngxTokenize(src)
-	got := string(applyEdits(src, []textEdit{{toks[1].start, toks[1].end, `"c"`}}))
+	toks := nginxconf.Tokenize(src)
+	got := string(applyEdits(src, []textEdit{{toks[1].Start, toks[1].End, `"c"`}}))
 	if got != "include \"c\"\n;\nx;\n" || strings.Count(got, "\n") != strings.Count(string(src), "\n") {
 		t.Errorf("got %q", got)
 	}
@@ -108,4 +63,42 @@ func read(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestNginxShadowLuaBlock: issue 9. A Lua block is Lua, not nginx
+// syntax: `include "x";` in it is a Lua call and '#', quotes and braces
+// are Lua's. The shadow leaves it byte for byte, and nginx -t (with the
+// Lua module) passes on the shadow of a tree that has one.
+func TestNginxShadowLuaBlock(t *testing.T) {
+	bin := testenv.NginxBinary(t)
+	mods := luaModuleLines(t, bin)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "etc")
+	mkdir(t, filepath.Join(conf, "conf.d"))
+	main := filepath.Join(conf, "nginx.conf")
+	lua := "content_by_lua_block {\n      include \"conf.d/nope.conf\"; -- include x;\n      local n = #t ngx.say(\"} { ;\")\n    }"
+	write(t, main, mods+"pid "+dir+"/nginx.pid;\nerror_log stderr;\nevents {}\nhttp {\n  access_log off;\n"+
+		"  client_body_temp_path "+dir+"/cb; proxy_temp_path "+dir+"/pt; fastcgi_temp_path "+dir+"/ft; uwsgi_temp_path "+dir+"/ut; scgi_temp_path "+dir+"/st;\n"+
+		"  include conf.d/*.conf;\n  server {\n    listen 127.0.0.1:1;\n    location / {\n    "+lua+"\n    }\n  }\n}\n")
+	frag := filepath.Join(conf, "conf.d/site.conf")
+	write(t, frag, "upstream u { server 127.0.0.1:2; }\n")
+
+	s, err := newNginxShadow(main, map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.remove()
+	if err := s.build(main); err != nil {
+		t.Fatal(err)
+	}
+	got := read(t, s.path(main))
+	if !strings.Contains(got, lua) || !strings.Contains(got, `include "`+s.path(conf)+`/conf.d/*.conf"`) {
+		t.Errorf("shadow of the main config:\n%s", got)
+	}
+
+	n := &Nginx{Bin: bin, MainConfig: main, Config: frag, Prefix: dir, Timeout: 10 * time.Second}
+	staged := stageNext(t, frag, "upstream u { server 127.0.0.1:3; }\n")
+	if err := n.ValidateSet(context.Background(), map[string]string{frag: staged}); err != nil {
+		t.Fatalf("ValidateSet with a Lua block in the main config: %v", err)
+	}
 }

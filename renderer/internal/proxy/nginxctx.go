@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/switchyard/switchyard/renderer/internal/nginxconf"
 )
 
 // ValidateSet runs nginx -t on the configuration nginx loads (the main
@@ -112,7 +114,7 @@ func isNginxMain(path string, replace map[string]string) bool {
 		path = staged
 	}
 	b, err := os.ReadFile(path)
-	return err == nil && ngxHasTop(b, "events")
+	return err == nil && nginxconf.HasTop(b, "events")
 }
 
 var (
@@ -186,20 +188,20 @@ func (s *nginxShadow) build(main string) error {
 // includes name.
 func (s *nginxShadow) rewrite(src []byte) ([]byte, error) {
 	var edits []textEdit
-	for _, d := range ngxDirectives(ngxTokenize(src)) {
-		if len(d.args) != 2 {
+	for _, d := range nginxconf.Directives(nginxconf.Tokenize(src)) {
+		if len(d.Args) != 2 || d.Args[1].Kind != nginxconf.Word {
 			continue // not an include nginx would accept: it reports it
 		}
-		switch name, arg := d.args[0].val, d.args[1]; {
+		switch name, arg := d.Args[0].Val, d.Args[1]; {
 		case name == "include":
-			to, err := s.include(arg.val)
+			to, err := s.include(arg.Val)
 			if err != nil {
 				return nil, err
 			}
-			edits = append(edits, textEdit{arg.start, arg.end, ngxQuote(to)})
-		case name == "pid" && d.depth == 0:
+			edits = append(edits, textEdit{arg.Start, arg.End, nginxconf.Quote(to)})
+		case name == "pid" && d.Depth == 0:
 			s.pid = true
-			edits = append(edits, textEdit{arg.start, arg.end, ngxQuote(s.pidFile())})
+			edits = append(edits, textEdit{arg.Start, arg.End, nginxconf.Quote(s.pidFile())})
 		}
 	}
 	return applyEdits(src, edits), nil
@@ -267,7 +269,7 @@ func (s *nginxShadow) ensurePid(main string) error {
 		return nil // no main config: nginx says so
 	}
 	// On the first line, so nginx's line numbers stay the real file's.
-	return os.WriteFile(p, append([]byte("pid "+ngxQuote(s.pidFile())+"; "), b...), 0o644)
+	return os.WriteFile(p, append([]byte("pid "+nginxconf.Quote(s.pidFile())+"; "), b...), 0o644)
 }
 
 // mirror links every entry of a live dir under the conf prefix that the

@@ -1,0 +1,593 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/renderer/internal/membership"
+	"github.com/switchyard/switchyard/scripts/testenv"
+)
+
+// instance is a backend server on loopback that answers its own name.
+type instance struct {
+	name, addr string // addr as a server line writes it: 127.0.0.1:PORT or [::1]:PORT
+}
+
+func startInstance(t *testing.T, name, network string, h http.Handler) instance {
+	t.Helper()
+	host := "127.0.0.1:0"
+	if network == "tcp6" {
+		host = "[::1]:0"
+	}
+	l, err := net.Listen(network, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h == nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) })
+	}
+	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: h}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return instance{name: name, addr: l.Addr().String()}
+}
+
+func instances(t *testing.T, names ...string) []instance {
+	var out []instance
+	for _, n := range names {
+		out = append(out, startInstance(t, n, "tcp4", nil))
+	}
+	return out
+}
+
+// serverLine is the shipped template's server line: named by address.
+func serverLine(in instance, extra ...string) string {
+	name := strings.NewReplacer("[", "", "]:", "_").Replace(in.addr)
+	return strings.Join(append([]string{"    server", name, in.addr, "check inter 2s fall 1 rise 1"}, extra...), " ") + "\n"
+}
+
+func runtimeConf(listen string, servers ...string) string {
+	return fmt.Sprintf(`global
+    hard-stop-after 5s
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+frontend fe
+    bind %s
+    default_backend svc_web
+backend svc_web
+    balance roundrobin
+%s`, listen, strings.Join(servers, ""))
+}
+
+// startHAProxy runs HAProxy in master-worker mode as our child on conf.
+func startHAProxy(t *testing.T, conf, config string, files ...string) *HAProxy {
+	t.Helper()
+	write(t, conf, config)
+	h := &HAProxy{Bin: testenv.HAProxyBinary(t), Config: conf, Files: files, Supervise: true,
+		Timeout: 5 * time.Second, Log: slog.New(slog.DiscardHandler)}
+	ctx := context.Background()
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Stop(ctx) })
+	return h
+}
+
+// patch writes next to conf, as the pipeline does before it asks, and
+// patches the running HAProxy from prev to next.
+func patch(t *testing.T, h *HAProxy, conf, prev, next string) (bool, error) {
+	t.Helper()
+	write(t, conf, next)
+	return h.Patch(context.Background(), map[string][]byte{conf: []byte(prev)}, map[string][]byte{conf: []byte(next)})
+}
+
+// hits sends n requests, each on a new connection, and counts the answers.
+func hits(t *testing.T, addr string, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		body, err := get(addr)
+		if err != nil {
+			t.Fatalf("request through haproxy: %v", err)
+		}
+		got[body]++
+	}
+	return got
+}
+
+// servesExactly waits until requests reach every one of want and nothing
+// else (roundrobin: 4 rounds reach every server).
+func servesExactly(t *testing.T, addr string, want ...string) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		got := hits(t, addr, 4*len(want))
+		if !slices.Equal(slices.Sorted(maps.Keys(got)), slices.Sorted(slices.Values(want))) {
+			return fmt.Errorf("answers %v, want exactly %v", got, want)
+		}
+		return nil
+	})
+}
+
+func worker(t *testing.T, h *HAProxy) proc {
+	t.Helper()
+	p, err := h.showProc(context.Background())
+	if err != nil || len(p.workers) != 1 {
+		t.Fatalf("show proc: %v %q", err, p.raw)
+	}
+	return p
+}
+
+func sameWorker(t *testing.T, h *HAProxy, before proc) {
+	t.Helper()
+	if after := worker(t, h); !maps.Equal(after.workers, before.workers) || strings.Contains(after.raw, "old workers\n1") {
+		t.Fatalf("a new worker generation: before %v, after %v\n%s", before.workers, after.workers, after.raw)
+	}
+}
+
+// TestHAProxyPatchMembership: adds, removals, an address change, a
+// weight and a disabled flag reach the running worker through the master
+// CLI: real requests reach exactly the configured instances, and the
+// worker is the one that served before (no reload).
+func TestHAProxyPatchMembership(t *testing.T) {
+	_, conf, listen := confIn(t, "haproxy.cfg")
+	in := instances(t, "a", "b", "c", "d")
+	v6 := startInstance(t, "v6", "tcp6", nil)
+	cfg := runtimeConf(listen, serverLine(in[0]), serverLine(in[1]))
+	h := startHAProxy(t, conf, cfg)
+	servesExactly(t, listen, "a", "b")
+	w := worker(t, h)
+
+	steps := []struct {
+		name  string
+		lines []string
+		want  []string
+	}{
+		{"add c and an IPv6 instance", []string{serverLine(in[0]), serverLine(in[1]), serverLine(in[2]), serverLine(v6)}, []string{"a", "b", "c", "v6"}},
+		{"remove a (first) and v6", []string{serverLine(in[1]), serverLine(in[2])}, []string{"b", "c"}},
+		{"address of a named server", []string{serverLine(in[1]), "    server moving " + in[2].addr + "\n"}, []string{"b", "c"}},
+		{"it moves to d", []string{serverLine(in[1]), "    server moving " + in[3].addr + "\n"}, []string{"b", "d"}},
+		{"weight", []string{serverLine(in[1], "weight 3"), "    server moving " + in[3].addr + "\n"}, []string{"b", "d"}},
+		{"disabled", []string{serverLine(in[1], "weight 3"), "    server moving " + in[3].addr + " disabled\n"}, []string{"b"}},
+		{"enabled again", []string{serverLine(in[1]), "    server moving " + in[3].addr + "\n"}, []string{"b", "d"}},
+	}
+	for _, s := range steps {
+		next := runtimeConf(listen, s.lines...)
+		patched, err := patch(t, h, conf, cfg, next)
+		if err != nil || !patched {
+			t.Fatalf("%s: Patch = %t, %v", s.name, patched, err)
+		}
+		cfg = next
+		// Patch returns once the worker has the new members: no waiting.
+		got := hits(t, listen, 8*len(s.want))
+		if !slices.Equal(slices.Sorted(maps.Keys(got)), s.want) {
+			t.Fatalf("%s: answers %v, want exactly %v", s.name, got, s.want)
+		}
+		if s.name == "weight" && got["b"] != 3*got["d"] {
+			t.Errorf("weights 3:1: answers %v", got)
+		}
+	}
+	sameWorker(t, h, w)
+}
+
+// TestHAProxyPatchStructural: a change the runtime API cannot make is
+// left to a reload, untouched; comments alone need nothing.
+func TestHAProxyPatchStructural(t *testing.T) {
+	_, conf, listen := confIn(t, "haproxy.cfg")
+	in := instances(t, "a", "b")
+	cfg := runtimeConf(listen, serverLine(in[0]))
+	h := startHAProxy(t, conf, cfg)
+	servesExactly(t, listen, "a")
+	w := worker(t, h)
+
+	for name, next := range map[string]string{
+		"new backend":       cfg + "backend svc_api\n" + serverLine(in[1]),
+		"server options":    runtimeConf(listen, strings.Replace(serverLine(in[0]), "inter 2s", "inter 3s", 1)),
+		"balance algorithm": strings.Replace(runtimeConf(listen, serverLine(in[0]), serverLine(in[1])), "roundrobin", "static-rr", 1),
+	} {
+		if patched, err := patch(t, h, conf, cfg, next); patched || err != nil {
+			t.Errorf("%s: Patch = %t, %v; want false, nil", name, patched, err)
+		}
+		write(t, conf, cfg)
+	}
+	if patched, err := h.Patch(context.Background(), map[string][]byte{}, map[string][]byte{conf: []byte(cfg)}); patched || err != nil {
+		t.Errorf("a file not known as it runs: Patch = %t, %v; want false, nil", patched, err)
+	}
+	if patched, err := patch(t, h, conf, cfg, cfg+"# skipped \"x\": a comment\n"); !patched || err != nil {
+		t.Errorf("comments only: Patch = %t, %v; want true, nil", patched, err)
+	}
+	servesExactly(t, listen, "a")
+	sameWorker(t, h, w)
+}
+
+// TestHAProxyPatchRefusedByHAProxy: the backend takes "balance source"
+// from a defaults section in another file, which the diff of the
+// rendered file does not see; HAProxy refuses "add server", and Patch
+// says so. A reload then makes the worker equal to the file.
+func TestHAProxyPatchRefusedByHAProxy(t *testing.T) {
+	dir, conf, listen := confIn(t, "haproxy.cfg")
+	defaults := filepath.Join(dir, "00-defaults.cfg")
+	write(t, defaults, "defaults\n    mode http\n    balance source\n    timeout connect 2s\n    timeout client 5s\n    timeout server 5s\n")
+	in := instances(t, "a", "b")
+	body := func(servers ...string) string {
+		return "frontend fe\n    bind " + listen + "\n    default_backend svc_web\nbackend svc_web\n" + strings.Join(servers, "")
+	}
+	cfg := body(serverLine(in[0]))
+	h := startHAProxy(t, conf, cfg, defaults, conf)
+	servesExactly(t, listen, "a")
+
+	next := body(serverLine(in[0]), serverLine(in[1]))
+	patched, err := patch(t, h, conf, cfg, next)
+	if patched || err == nil || !strings.Contains(err.Error(), "dynamic load balancing") {
+		t.Fatalf("Patch = %t, %v; want HAProxy's refusal", patched, err)
+	}
+	reloadTakes(t, h)
+	// balance source sends all of 127.0.0.1 to one server: ask the worker.
+	if got, want := members(t, h, "svc_web"), slices.Sorted(slices.Values([]string{serverName(in[0]), serverName(in[1])})); !slices.Equal(got, want) {
+		t.Errorf("after the reload the worker has %v", got)
+	}
+}
+
+func serverName(in instance) string { return strings.Fields(serverLine(in))[1] }
+
+// members lists the servers the current worker has in backend be.
+func members(t *testing.T, h *HAProxy, be string) []string {
+	t.Helper()
+	rt, err := h.runtime(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := rt.state(context.Background(), be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Sorted(maps.Keys(st))
+}
+
+// TestHAProxyPatchTwoFiles: a backend in a rendered file that takes its
+// settings from named defaults in a static file of the -f list is patched
+// like any other; the static file is not part of the change.
+func TestHAProxyPatchTwoFiles(t *testing.T) {
+	dir, conf, listen := confIn(t, "site.cfg")
+	base := filepath.Join(dir, "base.cfg")
+	write(t, base, "defaults http-base\n    mode http\n    balance roundrobin\n    timeout connect 2s\n    timeout client 5s\n    timeout server 5s\n")
+	in := instances(t, "a", "b")
+	body := func(servers ...string) string {
+		return "frontend fe from http-base\n    bind " + listen + "\n    default_backend be\nbackend be from http-base\n" + strings.Join(servers, "")
+	}
+	cfg := body(serverLine(in[0]))
+	h := startHAProxy(t, conf, cfg, base, conf)
+	servesExactly(t, listen, "a")
+	w := worker(t, h)
+	if patched, err := patch(t, h, conf, cfg, body(serverLine(in[0]), serverLine(in[1]))); !patched || err != nil {
+		t.Fatalf("Patch = %t, %v", patched, err)
+	}
+	servesExactly(t, listen, "a", "b")
+	sameWorker(t, h, w)
+}
+
+func reloadTakes(t *testing.T, h *HAProxy) {
+	t.Helper()
+	if err := h.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Verify(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHAProxyPatchWorkerDrifted: the worker does not have what the
+// running config says (a server deleted by hand): Patch fails rather
+// than guess, and the reload that follows restores the file's members.
+func TestHAProxyPatchWorkerDrifted(t *testing.T) {
+	_, conf, listen := confIn(t, "haproxy.cfg")
+	in := instances(t, "a", "b", "c")
+	cfg := runtimeConf(listen, serverLine(in[0]), serverLine(in[1]))
+	h := startHAProxy(t, conf, cfg)
+	servesExactly(t, listen, "a", "b")
+	name := serverName(in[1])
+	for _, cmd := range []string{"set server svc_web/" + name + " state maint", "del server svc_web/" + name} {
+		if out, err := h.cli(context.Background(), "@1 "+cmd); err != nil {
+			t.Fatalf("%s: %v %q", cmd, err, out)
+		}
+	}
+	next := runtimeConf(listen, serverLine(in[0]), serverLine(in[1]), serverLine(in[2]))
+	patched, err := patch(t, h, conf, cfg, next)
+	if patched || err == nil || !strings.Contains(err.Error(), "the worker has no server "+name) {
+		t.Fatalf("Patch = %t, %v; want the drift named", patched, err)
+	}
+	reloadTakes(t, h)
+	servesExactly(t, listen, "a", "b", "c")
+}
+
+// TestHAProxyPatchDrainBound: a removed server with a request in flight
+// is out of rotation at once, but cannot be deleted before the request
+// ends; past the bound Patch fails (the reload that follows lets the old
+// worker finish it). The request in flight is not cut.
+func TestHAProxyPatchDrainBound(t *testing.T) {
+	_, conf, listen := confIn(t, "haproxy.cfg")
+	release, arrived := make(chan struct{}), make(chan struct{}, 1)
+	slow := startInstance(t, "slow", "tcp4", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(w, "slow")
+	}))
+	// Released at cleanup too, which runs before the server's Close: a
+	// handler still blocked would hold Close, and the test, forever.
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce)
+	in := instances(t, "a")
+	cfg := runtimeConf(listen, serverLine(slow))
+	h := startHAProxy(t, conf, cfg)
+	h.Timeout = 2 * time.Second // the drain gets half of it
+
+	inflight := make(chan string, 1)
+	go func() {
+		body, err := get(listen)
+		inflight <- fmt.Sprint(body, err)
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not reach the slow instance")
+	}
+	start := time.Now()
+	patched, err := patch(t, h, conf, cfg, runtimeConf(listen, serverLine(in[0])))
+	if patched || err == nil || !strings.Contains(err.Error(), "not drained") {
+		t.Fatalf("Patch = %t, %v; want a drain timeout", patched, err)
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("Patch took %s with a 2s timeout", took)
+	}
+	// Already out of rotation: new requests go to a.
+	if got := hits(t, listen, 4); got["a"] != 4 {
+		t.Errorf("answers %v while slow drains, want a only", got)
+	}
+	releaseOnce()
+	if got := <-inflight; got != "slow<nil>" {
+		t.Errorf("the request in flight ended with %q", got)
+	}
+}
+
+func TestHAProxyTable(t *testing.T) {
+	out := "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n" +
+		"2 svc_web 1 127.0.0.1:19001 127.0.0.1 2 0 1 1 7 6 3 1 6 0 0 0 - 19001 - 0 0 - - 0\n" +
+		"2 svc_web 2 fd00::1_80 fd00::1 0 5 3 3 2 1 0 0 8 0 0 0 - 80 - 0 0 - - 0\n\n"
+	rows, err := hxTable(out, "# be_id ", "srv_name", "srv_port")
+	if err != nil || len(rows) != 2 || rows[1]["srv_name"] != "fd00::1_80" || rows[1]["srv_admin_state"] != "5" {
+		t.Fatalf("rows %v, %v", rows, err)
+	}
+	for _, bad := range []string{"Can't find backend.\n", "", "Unknown command\n"} {
+		if _, err := hxTable(bad, "# be_id ", "srv_name"); err == nil {
+			t.Errorf("%q read as a table", bad)
+		}
+	}
+	if _, err := hxTable(out, "# be_id ", "no_such_column"); err == nil {
+		t.Error("a missing column was not reported")
+	}
+}
+
+func TestPlanPool(t *testing.T) {
+	p := poolOf(
+		[]string{"keep 10.0.0.1:80 1 up", "gone 10.0.0.2:80 1 up", "heavier 10.0.0.3:80 1 up", "moves 10.0.0.4:80 1 up", "off 10.0.0.5:80 1 up", "on 10.0.0.6:80 1 down"},
+		[]string{"keep 10.0.0.1:80 1 up", "new 10.0.0.7:80 1 up", "heavier 10.0.0.3:80 4 up", "moves 10.0.0.8:80 1 up", "off 10.0.0.5:80 1 down", "on 10.0.0.6:80 1 up"},
+	)
+	pl := planPool(p)
+	names := func(ss []string) string { return strings.Join(ss, ",") }
+	got := map[string]string{
+		"add": names(serverNames(pl.add)), "weight": names(serverNames(pl.weight)), "down": names(serverNames(pl.down)),
+		"remove": names(pl.remove), "readd": names(serverNames(pl.readd)), "readdr": names(serverNames(pl.readdr)),
+	}
+	want := map[string]string{"add": "new", "weight": "heavier", "down": "off", "remove": "gone", "readd": "on", "readdr": "moves"}
+	if !maps.Equal(got, want) {
+		t.Errorf("plan %v, want %v", got, want)
+	}
+}
+
+// poolOf builds a pool from "name addr weight up|down" lines.
+func poolOf(old, servers []string) membership.Pool {
+	parse := func(lines []string) []membership.Server {
+		var out []membership.Server
+		for _, l := range lines {
+			f := strings.Fields(l)
+			w, _ := strconv.Atoi(f[2])
+			out = append(out, membership.Server{Name: f[0], Addr: f[1], Weight: w, Down: f[3] == "down"})
+		}
+		return out
+	}
+	return membership.Pool{Name: "b", Old: parse(old), Servers: parse(servers)}
+}
+
+func serverNames(ss []membership.Server) []string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func TestHAProxyPatchErrorsNameTheBackend(t *testing.T) {
+	h := &HAProxy{Config: filepath.Join(t.TempDir(), "haproxy.cfg"), Socket: filepath.Join(t.TempDir(), "none.sock"),
+		Timeout: 300 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}
+	old := runtimeConf("127.0.0.1:1", "    server a 10.0.0.1:80\n")
+	next := runtimeConf("127.0.0.1:1", "    server a 10.0.0.1:80\n    server b 10.0.0.2:80\n")
+	_, err := h.Patch(context.Background(), map[string][]byte{h.Config: []byte(old)}, map[string][]byte{h.Config: []byte(next)})
+	if err == nil || errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "haproxy runtime apply") {
+		t.Fatalf("Patch without a master = %v", err)
+	}
+}
+
+var (
+	patchLoadChanges = flag.Int("haproxy-patch-changes", 20, "membership changes TestHAProxyPatchUnderKeepAliveLoad makes per mode, 250ms apart")
+	patchCompare     = flag.Bool("haproxy-patch-compare", false, "TestHAProxyPatchUnderKeepAliveLoad also applies the changes by reloads, for comparison (a reload under this load takes 1-2 s here)")
+)
+
+// TestHAProxyPatchUnderKeepAliveLoad is issue 9's measure without the
+// renderer: 32 keep-alive connections send requests through HAProxy while
+// an instance is added or removed every 250ms, each change applied by
+// Patch (no request may fail, one worker throughout) or, with
+// -haproxy-patch-compare, by a reload (failures logged for comparison).
+func TestHAProxyPatchUnderKeepAliveLoad(t *testing.T) {
+	modes := []string{"patch"}
+	if *patchCompare {
+		modes = append(modes, "reload")
+	}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			_, conf, listen := confIn(t, "haproxy.cfg")
+			in := instances(t, "a", "b", "c", "d")
+			cfg := runtimeConf(listen, serverLine(in[0]), serverLine(in[1]))
+			h := startHAProxy(t, conf, cfg)
+			servesExactly(t, listen, "a", "b")
+			w := worker(t, h)
+			workers := maps.Clone(w.workers)
+			load := startLoad(listen, 32)
+			t.Cleanup(func() { load.stop() }) // a failed change must not leave the clients running
+			var took time.Duration
+			tick := time.NewTicker(250 * time.Millisecond)
+			for i := range *patchLoadChanges {
+				<-tick.C
+				lines := []string{serverLine(in[0]), serverLine(in[1])}
+				if i%2 == 0 {
+					lines = append(lines, serverLine(in[2+(i/2)%2]))
+				}
+				next := runtimeConf(listen, lines...)
+				start := time.Now()
+				if mode == "patch" {
+					if ok, err := patch(t, h, conf, cfg, next); !ok || err != nil {
+						t.Fatalf("change %d: Patch = %t, %v", i, ok, err)
+					}
+				} else {
+					write(t, conf, next)
+					reloadTakes(t, h)
+				}
+				took += time.Since(start)
+				cfg = next
+				maps.Copy(workers, worker(t, h).workers)
+			}
+			tick.Stop()
+			n, failed, reasons := load.stop()
+			t.Logf("%s: %d changes (%s each on average), %d requests, %d failed %v, %d workers",
+				mode, *patchLoadChanges, (took / time.Duration(max(1, *patchLoadChanges))).Round(time.Microsecond), n, failed, reasons, len(workers))
+			if mode == "patch" {
+				if failed != 0 {
+					t.Errorf("%d requests failed while patching", failed)
+				}
+				sameWorker(t, h, w)
+			}
+		})
+	}
+}
+
+// load is n keep-alive clients sending requests until stopped.
+type load struct {
+	once     sync.Once
+	done     chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	requests int
+	reasons  map[string]int
+}
+
+func startLoad(addr string, n int) *load {
+	l := &load{done: make(chan struct{}), reasons: map[string]int{}}
+	for range n {
+		l.wg.Go(func() {
+			c := &kaClient{addr: addr}
+			defer c.close()
+			for {
+				select {
+				case <-l.done:
+					return
+				default:
+				}
+				why := c.do()
+				l.mu.Lock()
+				l.requests++
+				if why != "" {
+					l.reasons[why]++
+				}
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+func (l *load) stop() (requests, failed int, reasons map[string]int) {
+	l.once.Do(func() { close(l.done) })
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, n := range l.reasons {
+		failed += n
+	}
+	return l.requests, failed, l.reasons
+}
+
+// kaClient sends HTTP/1.1 requests on one connection and never retries:
+// Go's http.Transport silently resends an idempotent request whose
+// reused connection the server closed, which hides exactly the failures
+// counted here.
+type kaClient struct {
+	addr string
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func (c *kaClient) do() string {
+	if c.conn == nil {
+		conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
+		if err != nil {
+			return "dial"
+		}
+		c.conn, c.br = conn, bufio.NewReader(conn)
+	}
+	_ = c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c.conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		c.close()
+		return "write"
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		c.close()
+		return "read"
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.Close {
+		c.close() // the server said this connection ends here: not a failure
+	}
+	switch {
+	case err != nil:
+		return "body"
+	case resp.StatusCode != 200:
+		return "status " + strconv.Itoa(resp.StatusCode)
+	}
+	return ""
+}
+
+func (c *kaClient) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn, c.br = nil, nil
+	}
+}

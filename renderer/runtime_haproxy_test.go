@@ -1,0 +1,504 @@
+package main
+
+// Issue 9, HAProxy: membership changes reach the running HAProxy through
+// its runtime API, not a reload. Real Consul, the real renderer
+// supervising a real HAProxy with the shipped template, real requests.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/scripts/testenv"
+)
+
+var (
+	haproxyLoadChanges = flag.Int("haproxy-load-changes", 20, "membership changes TestHAProxyRuntimeApplyUnderKeepAliveLoad makes per mode, 250ms apart")
+	haproxyLoadCompare = flag.Bool("haproxy-load-compare", false, "TestHAProxyRuntimeApplyUnderKeepAliveLoad also runs with --runtime-apply=false, for comparison")
+)
+
+// hxRenderer is the renderer run in-process, which a test can stop (and
+// then start another one on the same files).
+type hxRenderer struct {
+	logs *syncBuffer
+	stop func()
+}
+
+func hxStartRenderer(t *testing.T, args ...string) *hxRenderer {
+	t.Helper()
+	r := &hxRenderer{logs: &syncBuffer{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- newApp(io.Discard, r.logs).RunContext(ctx, append([]string{"renderer"}, args...))
+	}()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("renderer exited with %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("renderer did not stop within 30s")
+			}
+		})
+	}
+	t.Cleanup(func() {
+		r.stop()
+		if t.Failed() {
+			t.Logf("renderer log:\n%s", r.logs.String())
+		}
+	})
+	return r
+}
+
+// hxProxyStatus is the haproxy entry of /status.
+type hxProxyStatus struct {
+	Name             string `json:"name"`
+	Reloads          int    `json:"reloads"`
+	RuntimeApplies   int    `json:"runtime_applies"`
+	RuntimeFailures  int    `json:"runtime_apply_failures"`
+	RuntimeFallbacks int    `json:"runtime_fallbacks"`
+	LastRuntimeError string `json:"last_runtime_apply_error"`
+	ReloadPending    bool   `json:"reload_pending"`
+	Up               bool   `json:"up"`
+}
+
+func hxStatus(t testing.TB, addr string) hxProxyStatus {
+	t.Helper()
+	code, body, err := httpGet("http://" + addr + "/status")
+	if err != nil || code != 200 {
+		t.Fatalf("/status: %d %v", code, err)
+	}
+	var doc struct {
+		Proxies []hxProxyStatus `json:"proxies"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatalf("/status: %v", err)
+	}
+	for _, p := range doc.Proxies {
+		if p.Name == "haproxy" || strings.HasPrefix(p.Name, "haproxy:") {
+			return p
+		}
+	}
+	t.Fatalf("/status has no haproxy: %s", body)
+	return hxProxyStatus{}
+}
+
+// hxMasterCLI sends one command to HAProxy's master CLI socket.
+func hxMasterCLI(sock, cmd string) (string, error) {
+	conn, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
+		return "", err
+	}
+	_ = conn.(*net.UnixConn).CloseWrite()
+	b, err := io.ReadAll(conn)
+	return string(b), err
+}
+
+// hxWorkerPid is the current worker's pid from "show proc".
+func hxWorkerPid(t testing.TB, sock string) int {
+	t.Helper()
+	pid, err := hxTryWorkerPid(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func hxTryWorkerPid(sock string) (int, error) {
+	out, err := hxMasterCLI(sock, "show proc")
+	if err != nil {
+		return 0, fmt.Errorf("show proc: %w", err)
+	}
+	section := ""
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "#") {
+			section = strings.TrimSpace(strings.TrimPrefix(line, "#"))
+			continue
+		}
+		if f := strings.Fields(line); section == "workers" && len(f) > 1 && f[1] == "worker" {
+			pid, err := strconv.Atoi(f[0])
+			return pid, err
+		}
+	}
+	return 0, fmt.Errorf("no current worker in %q", out)
+}
+
+// members is what the worker has in a backend: "name addr:port" lines.
+func hxMembers(t testing.TB, sock, backend string) []string {
+	t.Helper()
+	out, err := hxMasterCLI(sock, "@1 show servers state "+backend)
+	if err != nil {
+		t.Fatalf("show servers state: %v", err)
+	}
+	var m []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 18 && !strings.HasPrefix(line, "#") {
+			m = append(m, f[3]+" "+f[4]+":"+f[18])
+		}
+	}
+	sort.Strings(m)
+	return m
+}
+
+// hxNoKeepAlive asks each request on a connection of its own, so nothing
+// the test holds keeps a stopped HAProxy busy.
+var hxNoKeepAlive = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// hxReachesExactly sends rounds of requests for host and wants answers from
+// every one of want and from nothing else.
+func hxReachesExactly(listen, host string, want ...string) func() error {
+	return func() error {
+		got := map[string]int{}
+		for range 4 * len(want) {
+			req, _ := http.NewRequest("GET", "http://"+listen+"/", nil)
+			req.Host = host
+			resp, err := hxNoKeepAlive.Do(req)
+			if err != nil {
+				return err
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got[fmt.Sprintf("%d %s", resp.StatusCode, b)]++
+		}
+		var w []string
+		for _, s := range want {
+			w = append(w, "200 "+s)
+		}
+		if keys := slices.Sorted(maps.Keys(got)); !slices.Equal(keys, slices.Sorted(slices.Values(w))) {
+			return fmt.Errorf("%s answers %v, want exactly %v", host, got, want)
+		}
+		return nil
+	}
+}
+
+// hxSetup is one renderer supervising HAProxy with the shipped template.
+type hxSetup struct {
+	listen, status, dest, sock string
+	args                       []string
+}
+
+func hxNewSetup(t *testing.T, consulAddr string, extra ...string) hxSetup {
+	t.Helper()
+	bin := testenv.HAProxyBinary(t)
+	// A short dir: a unix socket path has at most 108 bytes.
+	dir, err := os.MkdirTemp("", "sy-hx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := hxSetup{
+		listen: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		status: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		dest:   filepath.Join(dir, "haproxy.cfg"),
+		sock:   filepath.Join(dir, "haproxy-master.sock"),
+	}
+	t.Setenv("SWITCHYARD_LISTEN", s.listen)
+	tmpl, _ := filepath.Abs("../templates/haproxy.cfg.tmpl")
+	s.args = append([]string{"--consul-addr", consulAddr, "--template", tmpl + ":" + s.dest + ":haproxy",
+		"--proxy-mode", "supervise", "--haproxy-bin", bin, "--wait", "10ms:100ms", "--min-reload-gap", "0s",
+		"--hold-down", "1s", "--status-addr", s.status}, extra...)
+	return s
+}
+
+// settled waits until HAProxy is up with every render loaded.
+func (s hxSetup) settled(t *testing.T) hxProxyStatus {
+	t.Helper()
+	var st hxProxyStatus
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if st = hxStatus(t, s.status); !st.Up || st.ReloadPending {
+			return fmt.Errorf("haproxy not settled: %+v", st)
+		}
+		return nil
+	})
+	return st
+}
+
+// TestHAProxyRuntimeApplyEndToEnd: instances registered and deregistered
+// in Consul reach the running HAProxy without a reload (runtime_applies
+// rises, reloads and the worker do not), and requests reach exactly the
+// registered instances; a new service still reloads; a runtime apply that
+// fails (the worker drifted from the file) falls back to a reload that
+// restores the file's members; a renderer started again on the same
+// Consul gives HAProxy the same members from the file.
+func TestHAProxyRuntimeApplyEndToEnd(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	s := hxNewSetup(t, consul.Addr)
+	ports := map[string]int{}
+	for _, name := range []string{"one", "two", "three", "api"} {
+		_, ports[name] = backend(t, name)
+	}
+	register(t, consul.Client, "web", "web-1", ports["one"])
+	register(t, consul.Client, "web", "web-2", ports["two"])
+	r := hxStartRenderer(t, s.args...)
+	testenv.Eventually(t, 20*time.Second, hxReachesExactly(s.listen, "web.localhost", "one", "two"))
+	base := s.settled(t)
+	pid := hxWorkerPid(t, s.sock)
+
+	runtimeApplied := func(t *testing.T, want ...string) {
+		t.Helper()
+		testenv.Eventually(t, 10*time.Second, hxReachesExactly(s.listen, "web.localhost", want...))
+		testenv.Eventually(t, 5*time.Second, func() error {
+			st := hxStatus(t, s.status)
+			switch {
+			case st.Reloads != base.Reloads || st.RuntimeFailures != base.RuntimeFailures:
+				return fmt.Errorf("reloaded or failed: %+v (before %+v)", st, base)
+			case st.RuntimeApplies <= base.RuntimeApplies || st.ReloadPending:
+				return fmt.Errorf("no runtime apply yet: %+v", st)
+			}
+			base = st
+			return nil
+		})
+		if now := hxWorkerPid(t, s.sock); now != pid {
+			t.Errorf("worker %d replaced by %d: a reload", pid, now)
+		}
+	}
+	t.Run("an instance registered is added at runtime", func(t *testing.T) {
+		register(t, consul.Client, "web", "web-3", ports["three"])
+		runtimeApplied(t, "one", "two", "three")
+	})
+	t.Run("an instance deregistered is removed at runtime", func(t *testing.T) {
+		if err := consul.Client.Agent().ServiceDeregister("web-1"); err != nil {
+			t.Fatal(err)
+		}
+		runtimeApplied(t, "two", "three")
+	})
+	t.Run("a new service reloads", func(t *testing.T) {
+		register(t, consul.Client, "api", "api-1", ports["api"])
+		testenv.Eventually(t, 10*time.Second, hxReachesExactly(s.listen, "api.localhost", "api"))
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if st := hxStatus(t, s.status); st.Reloads <= base.Reloads || st.ReloadPending {
+				return fmt.Errorf("no reload for the new backend: %+v", st)
+			}
+			return nil
+		})
+		if now := hxWorkerPid(t, s.sock); now == pid {
+			t.Errorf("worker %d still serves after a structural change", pid)
+		}
+	})
+	t.Run("a runtime apply that fails falls back to a reload", func(t *testing.T) {
+		// The worker drifts from the file: a server deleted by hand.
+		two := fmt.Sprintf("svc_web/127.0.0.1:%d", ports["two"])
+		if out, err := hxMasterCLI(s.sock, "@1 set server "+two+" state maint; @1 del server "+two); err != nil || !strings.Contains(out, "Server deleted.") {
+			t.Fatalf("del server %s: %v %q", two, err, out)
+		}
+		fellBack := hxStatus(t, s.status)
+		register(t, consul.Client, "web", "web-1", ports["one"])
+		testenv.Eventually(t, 10*time.Second, hxReachesExactly(s.listen, "web.localhost", "one", "two", "three"))
+		testenv.Eventually(t, 5*time.Second, func() error {
+			st := hxStatus(t, s.status)
+			if st.RuntimeFailures <= fellBack.RuntimeFailures || st.RuntimeFallbacks <= fellBack.RuntimeFallbacks || st.Reloads <= fellBack.Reloads {
+				return fmt.Errorf("no failed runtime apply and fallback reload: %+v (before %+v)", st, fellBack)
+			}
+			if !strings.Contains(st.LastRuntimeError, "the worker has no server 127.0.0.1:") {
+				return fmt.Errorf("the failure does not name the missing server: %q", st.LastRuntimeError)
+			}
+			return nil
+		})
+	})
+	t.Run("started again, the file gives the same members", func(t *testing.T) {
+		file, _ := os.ReadFile(s.dest)
+		before := hxMembers(t, s.sock, "svc_web")
+		r.stop()
+		testenv.Eventually(t, 20*time.Second, func() error {
+			if _, err := net.DialTimeout("tcp", s.listen, time.Second); err == nil {
+				return errors.New("haproxy still listens after the renderer stopped")
+			}
+			return nil
+		})
+		hxStartRenderer(t, s.args...)
+		testenv.Eventually(t, 20*time.Second, hxReachesExactly(s.listen, "web.localhost", "one", "two", "three"))
+		s.settled(t) // the master CLI answers
+		if now, _ := os.ReadFile(s.dest); string(now) != string(file) {
+			t.Errorf("the render changed across the restart:\n%s\nnow:\n%s", file, now)
+		}
+		if after := hxMembers(t, s.sock, "svc_web"); !slices.Equal(after, before) || len(after) != 3 {
+			t.Errorf("members %v before the restart, %v after", before, after)
+		}
+	})
+}
+
+// TestHAProxyRuntimeApplyUnderKeepAliveLoad is issue 9's measure: 32
+// keep-alive connections send requests through HAProxy while instances
+// come and go every 250ms. With runtime apply no request fails and no
+// reload happens; with -haproxy-load-compare it runs again with
+// --runtime-apply=false, where changes reload, and logs the failures.
+func TestHAProxyRuntimeApplyUnderKeepAliveLoad(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	modes := []bool{true}
+	if *haproxyLoadCompare {
+		modes = append(modes, false)
+	}
+	for _, runtimeApply := range modes {
+		t.Run(fmt.Sprintf("runtime-apply=%t", runtimeApply), func(t *testing.T) {
+			res := hxLoadRun(t, consul, runtimeApply, *haproxyLoadChanges)
+			t.Logf("runtime-apply=%t: %d changes, %d requests, %d failed %v; reloads %d, runtime applies %d, workers seen %d",
+				runtimeApply, res.changes, res.requests, res.failed, res.reasons, res.reloads, res.applies, res.workers)
+			if runtimeApply && (res.failed != 0 || res.reloads != 0 || res.workers != 1) {
+				t.Errorf("with runtime apply: %d failed requests, %d reloads, %d workers; want 0, 0, 1", res.failed, res.reloads, res.workers)
+			}
+			// Renders that come while one is validated are coalesced: fewer
+			// applies than changes, but at least one, and the last state.
+			if runtimeApply && res.applies < 1 {
+				t.Errorf("no runtime apply for %d changes", res.changes)
+			}
+		})
+	}
+}
+
+type hxLoadResult struct {
+	changes, requests, failed, reloads, applies, workers int
+	reasons                                              map[string]int
+}
+
+// hxLoadRun starts a renderer, keeps two instances of "web" registered,
+// adds and removes two more, one change every 250ms, under 32 keep-alive
+// clients, and counts what failed.
+func hxLoadRun(t *testing.T, consul *testenv.Consul, runtimeApply bool, changes int) hxLoadResult {
+	s := hxNewSetup(t, consul.Addr, "--runtime-apply="+strconv.FormatBool(runtimeApply))
+	ports := map[string]int{}
+	for _, id := range []string{"web-a", "web-b", "web-c", "web-d"} {
+		_, ports[id] = backend(t, id)
+	}
+	register(t, consul.Client, "web", "web-a", ports["web-a"])
+	register(t, consul.Client, "web", "web-b", ports["web-b"])
+	t.Cleanup(func() {
+		for id := range ports {
+			_ = consul.Client.Agent().ServiceDeregister(id)
+		}
+	})
+	hxStartRenderer(t, s.args...)
+	testenv.Eventually(t, 20*time.Second, hxReachesExactly(s.listen, "web.localhost", "web-a", "web-b"))
+	base := s.settled(t)
+	workers := map[int]bool{hxWorkerPid(t, s.sock): true}
+
+	var requests, failed atomic.Int64
+	var mu sync.Mutex
+	reasons := map[string]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			c := &hxKeepAliveClient{addr: s.listen, host: "web.localhost"}
+			defer c.close()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				requests.Add(1)
+				if why := c.do(); why != "" {
+					failed.Add(1)
+					mu.Lock()
+					reasons[why]++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(stopLoad) // a failed step must not leave the clients running
+	tick := time.NewTicker(250 * time.Millisecond)
+	for i := range changes {
+		<-tick.C
+		id := []string{"web-c", "web-d"}[(i/2)%2]
+		if i%2 == 0 {
+			register(t, consul.Client, "web", id, ports[id])
+		} else if err := consul.Client.Agent().ServiceDeregister(id); err != nil {
+			t.Error(err)
+		}
+		if pid, err := hxTryWorkerPid(s.sock); err == nil { // a master re-executing does not answer
+			workers[pid] = true
+		}
+	}
+	tick.Stop()
+	// The clients stop once the last change has reached HAProxy.
+	final := []string{"web-a", "web-b"}
+	if changes%2 == 1 {
+		final = append(final, []string{"web-c", "web-d"}[((changes-1)/2)%2])
+	}
+	testenv.Eventually(t, 20*time.Second, hxReachesExactly(s.listen, "web.localhost", final...))
+	s.settled(t)
+	stopLoad()
+	workers[hxWorkerPid(t, s.sock)] = true
+	after := s.settled(t)
+	return hxLoadResult{changes: changes, requests: int(requests.Load()), failed: int(failed.Load()), reasons: reasons,
+		reloads: after.Reloads - base.Reloads, applies: after.RuntimeApplies - base.RuntimeApplies, workers: len(workers)}
+}
+
+// hxKeepAliveClient sends HTTP/1.1 requests on one connection and never
+// retries: Go's http.Transport silently resends an idempotent request
+// whose reused connection the server closed, which hides exactly the
+// failures this test counts. A request fails when any step fails (dial,
+// write, read) or its status is not 200.
+type hxKeepAliveClient struct {
+	addr, host string
+	conn       net.Conn
+	br         *bufio.Reader
+}
+
+func (c *hxKeepAliveClient) do() string {
+	if c.conn == nil {
+		conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
+		if err != nil {
+			return "dial"
+		}
+		c.conn, c.br = conn, bufio.NewReader(conn)
+	}
+	_ = c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c.conn, "GET / HTTP/1.1\r\nHost: "+c.host+"\r\n\r\n"); err != nil {
+		c.close()
+		return "write"
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		c.close()
+		return "read"
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.Close {
+		c.close() // the server said this connection ends here: not a failure
+	}
+	switch {
+	case err != nil:
+		return "body"
+	case resp.StatusCode != 200:
+		return "status " + strconv.Itoa(resp.StatusCode)
+	}
+	return ""
+}
+
+func (c *hxKeepAliveClient) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn, c.br = nil, nil
+	}
+}

@@ -1,0 +1,321 @@
+package main
+
+// Issue 9, nginx: membership changes reach the running nginx through the
+// Lua balancer's endpoint of the shipped template, not a reload. Real
+// Consul, the real renderer supervising a real nginx (with Debian's Lua
+// module), real requests on 127.0.0.1.
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/scripts/testenv"
+)
+
+var (
+	nginxLoadChanges = flag.Int("nginx-load-changes", 20, "membership changes TestNginxRuntimeApplyUnderKeepAliveLoad makes per mode, 250ms apart")
+	nginxLoadCompare = flag.Bool("nginx-load-compare", false, "TestNginxRuntimeApplyUnderKeepAliveLoad also runs with --runtime-apply=false, for comparison")
+)
+
+// ngxNeedLua fails under CI, and skips elsewhere, when nginx has no Lua
+// module: the shipped template loads it.
+func ngxNeedLua(t *testing.T, bin string) {
+	t.Helper()
+	out, _ := exec.Command(bin, "-V").CombinedOutput()
+	dir := "/usr/lib/nginx/modules"
+	if m := regexp.MustCompile(`--modules-path=(\S+)`).FindSubmatch(out); m != nil {
+		dir = string(m[1])
+	}
+	_, err := os.Stat(filepath.Join(dir, "ngx_http_lua_module.so"))
+	testenv.Need(t, err == nil, "nginx Lua module in "+dir+" (Debian: libnginx-mod-http-lua, lua-resty-core)")
+}
+
+// ngxProxyStatus is the nginx entry of /status.
+type ngxProxyStatus struct {
+	Name             string `json:"name"`
+	Up               bool   `json:"up"`
+	Reloads          int    `json:"reloads"`
+	ReloadPending    bool   `json:"reload_pending"`
+	RuntimeApplies   int    `json:"runtime_applies"`
+	RuntimeFailures  int    `json:"runtime_apply_failures"`
+	RuntimeFallbacks int    `json:"runtime_fallbacks"`
+}
+
+func ngxStatus(t testing.TB, addr string) ngxProxyStatus {
+	t.Helper()
+	code, body, err := httpGet("http://" + addr + "/status")
+	if err != nil || code != 200 {
+		t.Fatalf("/status: %d %v", code, err)
+	}
+	var doc struct {
+		Proxies []ngxProxyStatus `json:"proxies"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil || len(doc.Proxies) != 1 {
+		t.Fatalf("/status: %v: %s", err, body)
+	}
+	return doc.Proxies[0]
+}
+
+// ngxSetup is one renderer supervising nginx with the shipped template.
+type ngxSetup struct {
+	listen, status string
+	logs           *syncBuffer
+}
+
+func ngxNewSetup(t *testing.T, consulAddr string, extra ...string) ngxSetup {
+	t.Helper()
+	nginx := testenv.NginxBinary(t)
+	ngxNeedLua(t, nginx)
+	ports, err := testenv.PickPorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ngxSetup{listen: fmt.Sprintf("127.0.0.1:%d", ports[0]), status: fmt.Sprintf("127.0.0.1:%d", ports[1])}
+	t.Setenv("SWITCHYARD_LISTEN", s.listen)
+	// The template's default endpoint: 127.0.0.2 and the listen port.
+	t.Setenv("SWITCHYARD_NGINX_API_PORT", "")
+	tmpl, _ := filepath.Abs("../templates/nginx.conf.tmpl")
+	dest := filepath.Join(t.TempDir(), "nginx.conf")
+	s.logs = daemon(t, append([]string{"--consul-addr", consulAddr, "--template", tmpl + ":" + dest,
+		"--proxy-mode", "supervise", "--nginx-bin", nginx, "--wait", "10ms:200ms", "--min-reload-gap", "0s",
+		"--hold-down", "1s", "--status-addr", s.status}, extra...)...)
+	return s
+}
+
+// settled waits until nginx is up with no load pending, and returns its
+// status.
+func (s ngxSetup) settled(t *testing.T) ngxProxyStatus {
+	t.Helper()
+	var st ngxProxyStatus
+	testenv.Eventually(t, 15*time.Second, func() error {
+		st = ngxStatus(t, s.status)
+		if !st.Up || st.ReloadPending {
+			return fmt.Errorf("nginx not settled: %+v", st)
+		}
+		return nil
+	})
+	return st
+}
+
+// ngxServedBy waits until n requests in a row for host are answered by
+// exactly the bodies in want, each at least once.
+func ngxServedBy(t *testing.T, listen, host string, n int, want ...string) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		seen := map[string]int{}
+		for range n {
+			code, body, err := get(listen, host)
+			if err != nil || code != 200 {
+				return fmt.Errorf("GET %s: %d %v", host, code, err)
+			}
+			seen[body]++
+		}
+		for _, w := range want {
+			if seen[w] == 0 {
+				return fmt.Errorf("%d requests: %v, want only %v", n, seen, want)
+			}
+		}
+		if len(seen) != len(want) {
+			return fmt.Errorf("%d requests: %v, want only %v", n, seen, want)
+		}
+		return nil
+	})
+}
+
+// TestNginxRuntimeApplyEndToEnd: issue 9 with the shipped template. An
+// instance added to or removed from Consul reaches nginx at runtime:
+// /status counts runtime applies and no reload, and requests reach the
+// new instance and stop reaching the removed one. A new service is
+// structural and reloads.
+func TestNginxRuntimeApplyEndToEnd(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	_, p1 := backend(t, "one")
+	register(t, consul.Client, "web", "web-1", p1)
+	s := ngxNewSetup(t, consul.Addr)
+	testenv.Eventually(t, 15*time.Second, expect(s.listen, "web.localhost", 200, "one"))
+	base := s.settled(t)
+
+	_, p2 := backend(t, "two")
+	register(t, consul.Client, "web", "web-2", p2)
+	ngxServedBy(t, s.listen, "web.localhost", 20, "one", "two")
+	st := s.settled(t)
+	if st.RuntimeApplies <= base.RuntimeApplies || st.Reloads != base.Reloads || st.RuntimeFailures != 0 {
+		t.Fatalf("after adding an instance: %+v, before %+v; want a runtime apply and no reload", st, base)
+	}
+
+	if err := consul.Client.Agent().ServiceDeregister("web-1"); err != nil {
+		t.Fatal(err)
+	}
+	ngxServedBy(t, s.listen, "web.localhost", 20, "two")
+	st2 := s.settled(t)
+	if st2.RuntimeApplies <= st.RuntimeApplies || st2.Reloads != base.Reloads || st2.RuntimeFallbacks != 0 {
+		t.Fatalf("after removing an instance: %+v, before %+v; want a runtime apply and no reload", st2, st)
+	}
+
+	_, p3 := backend(t, "three")
+	register(t, consul.Client, "api", "api-1", p3)
+	testenv.Eventually(t, 10*time.Second, expect(s.listen, "api.localhost", 200, "three"))
+	if st3 := s.settled(t); st3.Reloads <= base.Reloads {
+		t.Errorf("a new service did not reload: %+v", st3)
+	}
+	ngxServedBy(t, s.listen, "web.localhost", 10, "two")
+}
+
+// TestNginxRuntimeApplyUnderKeepAliveLoad is issue 9's measure, bounded:
+// 32 keep-alive connections send requests through nginx while an
+// instance is added and removed every 250ms (-nginx-load-changes times).
+// Applied at runtime, no request fails and nginx never reloads. With
+// -nginx-load-compare it runs again with --runtime-apply=false and logs
+// both, for the README.
+func TestNginxRuntimeApplyUnderKeepAliveLoad(t *testing.T) {
+	modes := []bool{true}
+	if *nginxLoadCompare {
+		modes = append(modes, false)
+	}
+	for _, runtime := range modes {
+		t.Run(fmt.Sprintf("runtime-apply=%v", runtime), func(t *testing.T) {
+			r := ngxLoadRun(t, runtime, *nginxLoadChanges)
+			// Consul and the debounce (--wait) batch some changes into
+			// one render or one load: swaps, reloads and applies count
+			// what reached the file and nginx.
+			t.Logf("nginx, --runtime-apply=%v: %d changes, %d renders swapped; %d of %d requests failed; %d reloads, %d runtime applies, %d fallbacks; load took %s",
+				runtime, r.changes, r.swaps, r.failed, r.total, r.reloads, r.applies, r.fallbacks, r.took)
+			if r.total == 0 {
+				t.Fatal("no request completed")
+			}
+			if runtime && (r.failed != 0 || r.reloads != 0 || r.applies == 0) {
+				t.Errorf("with runtime apply: %+v; want no failed request and no reload", r)
+			}
+			if !runtime && r.reloads == 0 {
+				t.Errorf("without runtime apply nothing reloaded: %+v", r)
+			}
+		})
+	}
+}
+
+type ngxLoadResult struct {
+	changes, total, failed             int
+	swaps, reloads, applies, fallbacks int
+	took                               string // of the loads: median and max
+}
+
+func ngxLoadRun(t *testing.T, runtime bool, changes int) ngxLoadResult {
+	consul := testenv.StartConsul(t)
+	ports := make([]int, 3)
+	for i := range ports {
+		_, ports[i] = backend(t, fmt.Sprintf("web-%d", i+1))
+	}
+	register(t, consul.Client, "web", "web-1", ports[0])
+	register(t, consul.Client, "web", "web-2", ports[1])
+	s := ngxNewSetup(t, consul.Addr, fmt.Sprintf("--runtime-apply=%v", runtime))
+	ngxServedBy(t, s.listen, "web.localhost", 10, "web-1", "web-2")
+	base := s.settled(t)
+	swapped := s.logs.count("config swapped")
+
+	var ok, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() { ngxKeepAliveLoop(s.listen, "web.localhost", stop, &ok, &failed) })
+	}
+	// An instance in, then out again: each change is membership only.
+	for i := range changes {
+		time.Sleep(250 * time.Millisecond) // the pace being measured, not a wait for a condition
+		if i%2 == 0 {
+			register(t, consul.Client, "web", "web-3", ports[2])
+		} else if err := consul.Client.Agent().ServiceDeregister("web-3"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the last change land under load
+	close(stop)
+	wg.Wait()
+	st := s.settled(t)
+	return ngxLoadResult{changes: changes, total: int(ok.Load() + failed.Load()), failed: int(failed.Load()),
+		took: ngxLoadTimes(s.logs.String()), swaps: s.logs.count("config swapped") - swapped, reloads: st.Reloads - base.Reloads, applies: st.RuntimeApplies - base.RuntimeApplies,
+		fallbacks: st.RuntimeFallbacks - base.RuntimeFallbacks}
+}
+
+// ngxLoadTimes is the median and the maximum of the took= of the
+// renderer's "membership applied at runtime" and "proxy reloaded" lines.
+func ngxLoadTimes(log string) string {
+	var ds []time.Duration
+	for _, m := range regexp.MustCompile(`msg="(?:membership applied at runtime|proxy reloaded)".* took=(\S+)`).FindAllStringSubmatch(log, -1) {
+		if d, err := time.ParseDuration(m[1]); err == nil {
+			ds = append(ds, d)
+		}
+	}
+	if len(ds) == 0 {
+		return "-"
+	}
+	slices.Sort(ds)
+	return fmt.Sprintf("median %s, max %s", ds[len(ds)/2], ds[len(ds)-1])
+}
+
+// ngxKeepAliveLoop sends GETs on one keep-alive connection until stop,
+// the way wrk does: a request that gets no complete 200 answer is a
+// failure, and the connection is dialed again. net/http's client would
+// resend a GET that met a closed idle connection and hide the failure.
+func ngxKeepAliveLoop(addr, host string, stop <-chan struct{}, ok, failed *atomic.Int64) {
+	var conn net.Conn
+	var br *bufio.Reader
+	req := "GET / HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if conn == nil {
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				failed.Add(1)
+				continue
+			}
+			conn, br = c, bufio.NewReader(c)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		resp, err := ngxRoundTrip(conn, br, req)
+		if err != nil || resp.StatusCode != 200 {
+			failed.Add(1)
+		} else {
+			ok.Add(1)
+		}
+		if err != nil || resp.Close {
+			conn.Close()
+			conn = nil
+		}
+	}
+}
+
+func ngxRoundTrip(conn net.Conn, br *bufio.Reader, req string) (*http.Response, error) {
+	if _, err := io.WriteString(conn, req); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, err
+}
