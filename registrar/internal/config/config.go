@@ -124,6 +124,18 @@ func (c *Config) Validate() error {
 	default:
 		bad("--on-shutdown", strconv.Quote(c.OnShutdown), "want keep or deregister")
 	}
+	c.validateTimes(bad)
+	c.validateHealthAndLogs(bad)
+	if c.StatusAddr != "" {
+		if _, _, err := net.SplitHostPort(c.StatusAddr); err != nil {
+			bad("--status-addr", strconv.Quote(c.StatusAddr), "want host:port")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validateTimes checks the retry and deadline flags.
+func (c *Config) validateTimes(bad func(flag string, value any, why string)) {
 	if c.RetryAttempts < -1 {
 		bad("--retry-attempts", c.RetryAttempts, "want -1 (forever) or more")
 	}
@@ -136,6 +148,10 @@ func (c *Config) Validate() error {
 	if c.StallTimeout <= 0 {
 		bad("--stall-timeout", c.StallTimeout, "want a positive duration")
 	}
+}
+
+// validateHealthAndLogs checks the Docker health and logging flags.
+func (c *Config) validateHealthAndLogs(bad func(flag string, value any, why string)) {
 	switch c.HealthStarting {
 	case "critical", "warning":
 	default:
@@ -158,12 +174,6 @@ func (c *Config) Validate() error {
 	default:
 		bad("--log-format", strconv.Quote(c.LogFormat), "want text or json")
 	}
-	if c.StatusAddr != "" {
-		if _, _, err := net.SplitHostPort(c.StatusAddr); err != nil {
-			bad("--status-addr", strconv.Quote(c.StatusAddr), "want host:port")
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // validateConsul checks how to reach the agent; files are read when the
