@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Options configure a Bridge.
@@ -90,6 +91,9 @@ type writer struct {
 	log    *slog.Logger
 	redact Redactor
 	done   atomic.Bool // set by Restore: drop everything
+	// lastDDoS: unix nanos of the last "watching N dependencies" line let
+	// through; consul-template repeats it on every pass.
+	lastDDoS atomic.Int64
 }
 
 func (w *writer) Write(p []byte) (int, error) {
@@ -101,12 +105,13 @@ func (w *writer) Write(p []byte) (int, error) {
 	// lines (a proxy's output inside an error) and stays one record.
 	// The level comes first so filtered lines cost no redaction.
 	line := string(bytes.TrimRight(p, "\n"))
-	if !w.log.Enabled(ctx, levelOf(line)) {
+	level := w.levelFor(line, time.Now())
+	if !w.log.Enabled(ctx, level) {
 		return len(p), nil
 	}
 	// Redact the whole line before parsing: a secret must not survive
 	// by being read as the component.
-	level, component, msg := parseStdLog(w.redact(line))
+	_, component, msg := parseStdLog(w.redact(line))
 	if !w.log.Enabled(ctx, slog.LevelDebug) {
 		msg = stripStack(msg)
 	}
@@ -116,6 +121,36 @@ func (w *writer) Write(p []byte) (int, error) {
 		w.log.Log(ctx, level, msg)
 	}
 	return len(p), nil
+}
+
+// ddosEvery: consul-template warns "watching N dependencies - ... could
+// DDoS your servers" on every pass once N > 128; once a minute says it.
+const ddosEvery = time.Minute
+
+// levelFor is the level a line is logged at. Two consul-template warnings
+// are demoted to debug because they repeat without news: a view's
+// "(retry attempt N after ...)", once per dependency per retry, which
+// the supervisor reports as one line per backoff step with counts and
+// the cause; and the "watching N dependencies" warning past its first
+// line a minute.
+func (w *writer) levelFor(line string, now time.Time) slog.Level {
+	level := levelOf(line)
+	if level != slog.LevelWarn {
+		return level
+	}
+	switch {
+	case strings.HasPrefix(line, "[WARN] (view) ") && strings.Contains(line, "(retry attempt "):
+		return slog.LevelDebug
+	case strings.HasPrefix(line, "[WARN] (runner) watching ") && strings.Contains(line, "dependencies"):
+		last := w.lastDDoS.Load()
+		if last != 0 && now.UnixNano()-last < int64(ddosEvery) {
+			return slog.LevelDebug
+		}
+		if !w.lastDDoS.CompareAndSwap(last, now.UnixNano()) {
+			return slog.LevelDebug // another line won the race
+		}
+	}
+	return level
 }
 
 // levelOf maps the "[LEVEL]" tag that starts a line to a slog level.

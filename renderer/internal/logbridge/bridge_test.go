@@ -173,8 +173,9 @@ func TestRedactsConfiguredSecrets(t *testing.T) {
 
 // A message that printed a pkg/errors error with %+v, as
 // log.Printf("[WARN] (view) %+v (retry attempt %d after %q)", err, ...)
-// gives it.
-const pkgErrorsMsg = "[WARN] (view) dial tcp 127.0.0.1:8500: connect: connection refused\n" +
+// gives it, at ERR: the retry lines themselves are debug (see
+// TestRetryLinesDemoted), and the stack is what is tested here.
+const pkgErrorsMsg = "[ERR] (view) dial tcp 127.0.0.1:8500: connect: connection refused\n" +
 	"github.com/hashicorp/consul-template/dependency.(*HealthServiceQuery).Fetch\n" +
 	"\t/go/pkg/mod/github.com/hashicorp/consul-template@v0.42.1/dependency/health_service.go:154\n" +
 	"github.com/hashicorp/consul-template/watch.(*View).fetch\n" +
@@ -214,5 +215,22 @@ func TestStripStackLeavesOtherMultilineMessages(t *testing.T) {
 		if got := stripStack(msg); got != msg {
 			t.Errorf("stripStack(%q) = %q", msg, got)
 		}
+	}
+}
+
+// Issue 11: a view's retry line comes once per dependency per retry (a
+// thousand a second against a throttling agent); the supervisor reports
+// the errors once per backoff step, so the bridge logs them at debug. The
+// "watching N dependencies" warning comes once per pass: once a minute.
+func TestRetryLinesDemoted(t *testing.T) {
+	_, recs := bridged(t, slog.LevelWarn, Options{})
+	for i := range 50 {
+		log.Printf("[WARN] (view) health.service(s%d|passing): Unexpected response code: 429 (retry attempt 1 after \"250ms\")", i)
+		log.Print("[WARN] (runner) watching 302 dependencies - watching this many dependencies could DDoS your servers")
+	}
+	log.Print("[WARN] (runner) something else")
+	got := recs()
+	if len(got) != 2 || !strings.HasPrefix(got[0].Msg, "watching 302") || got[1].Msg != "something else" {
+		t.Fatalf("records %+v", got)
 	}
 }

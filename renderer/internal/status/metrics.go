@@ -111,7 +111,18 @@ var snapshotMetrics = []snapshotMetric{
 		proxy: func(p Proxy) float64 { return float64(p.RuntimeFailures) }},
 	{name: "runtime_fallbacks_total", typ: counterValue, help: "Reloads made because a runtime apply failed.",
 		proxy: func(p Proxy) float64 { return float64(p.RuntimeFallbacks) }},
+	{name: "consul_throttled", typ: gaugeValue, help: "1 while Consul answers but refuses the consul-template runner (429 for too many connections from this address, or resets while it does).",
+		global: func(s Snapshot) float64 { return b2f(!s.Runner.ThrottledSince.IsZero()) }},
+	{name: "consul_missing_dependencies", typ: gaugeValue, help: "Dependencies of the templates without data at the runner's last pass; throttled with any missing makes the renderer unready.",
+		global: func(s Snapshot) float64 { return float64(s.Runner.MissingDeps) }},
 }
+
+// consul_throttled_total has a reason label, so it is a family of its own
+// next to the table: one sample per reason in throttleReasons.
+const (
+	throttledName = "consul_throttled_total"
+	throttledHelp = "Errors of the consul-template runner where Consul answered but refused it, by reason: 429 (too many connections from this address) or conn_reset (connections reset while it answers 429)."
+)
 
 // template_error_kind is a state set (the label kind says which state)
 // rather than an extra label on template_error: that family's labels are an
@@ -138,6 +149,7 @@ type snapshotCollector struct {
 	src   Source
 	descs []*prometheus.Desc // descs[i] describes snapshotMetrics[i]
 	kind  *prometheus.Desc
+	thr   *prometheus.Desc
 }
 
 func newSnapshotCollector(src Source) *snapshotCollector {
@@ -153,6 +165,7 @@ func newSnapshotCollector(src Source) *snapshotCollector {
 		c.descs = append(c.descs, prometheus.NewDesc(metricPrefix+m.name, m.help, labels, nil))
 	}
 	c.kind = prometheus.NewDesc(metricPrefix+errorKindName, errorKindHelp, append(slices.Clone(templateLabels), "kind"), nil)
+	c.thr = prometheus.NewDesc(metricPrefix+throttledName, throttledHelp, []string{"reason"}, nil)
 	return c
 }
 
@@ -162,6 +175,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	ch <- c.kind
+	ch <- c.thr
 }
 
 // Collect implements prometheus.Collector. Order does not matter: the
@@ -188,6 +202,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, t := range s.Templates {
 		c.collectErrorKind(ch, t)
+	}
+	for _, r := range throttleReasons {
+		ch <- prometheus.MustNewConstMetric(c.thr, counterValue, float64(s.Runner.Throttled[r]), r)
 	}
 }
 

@@ -105,7 +105,7 @@ func expectedSamples(s Snapshot) int {
 		perTemplate   = 7 + 2 + 4 // old, new counters, one per error kind
 		perProxy      = 5 + 1 + 3 // old, reload_pending, runtime applies/failures/fallbacks
 		perSupervised = 3         // proxy_up, deaths, restarts
-		globals       = 3 + 2     // old, consul_errors_total, consul_up
+		globals       = 3 + 2 + 4 // old, consul_errors_total, consul_up, consul_throttled, missing deps, throttled_total x2 reasons
 	)
 	n := globals + perTemplate*len(s.Templates) + perProxy*len(s.Proxies)
 	for _, p := range s.Proxies {
@@ -374,8 +374,8 @@ func TestFamiliesOnlyThese(t *testing.T) {
 	h.ObserveSwap("/t/a.tmpl", time.Millisecond)
 	h.ObserveReload("nginx:/srv/b.conf", time.Millisecond, false)
 	body, fams := scrapeSnap(t, s, h)
-	if n := len(ours(fams)); n != len(snapshotMetrics)+1+3 {
-		t.Errorf("%d families of ours, want %d", n, len(snapshotMetrics)+1+3)
+	if n := len(ours(fams)); n != len(snapshotMetrics)+2+3 {
+		t.Errorf("%d families of ours, want %d", n, len(snapshotMetrics)+2+3)
 	}
 	for n, f := range ours(fams) {
 		isCounter := f.GetType() == dto.MetricType_COUNTER

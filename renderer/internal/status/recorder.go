@@ -1,6 +1,7 @@
 package status
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -229,6 +230,44 @@ func (r *Recorder) ConsulError(err error, at time.Time) {
 	})
 }
 
+// ConsulThrottled records that Consul refused the runner (reason is a
+// Throttle* constant) at at. Consul answers, so this is not an outage:
+// ConsulDownSince is left alone.
+func (r *Recorder) ConsulThrottled(reason string, err error, at time.Time) {
+	text := r.errText(err)
+	r.do(func() {
+		if r.runner.Throttled == nil {
+			r.runner.Throttled = map[string]int64{}
+		}
+		r.runner.Throttled[reason]++
+		r.runner.LastThrottle = reason + ": " + text
+		if r.runner.ThrottledSince.IsZero() {
+			r.runner.ThrottledSince = at
+		}
+	})
+}
+
+// ThrottleOver records that the runner is no longer refused: a complete
+// pass, or no refusal for a while.
+func (r *Recorder) ThrottleOver() {
+	r.do(func() { r.runner.ThrottledSince = time.Time{} })
+}
+
+// MissingDeps records how many dependencies of the templates had no data
+// at the runner's last look.
+func (r *Recorder) MissingDeps(n int) {
+	r.do(func() { r.runner.MissingDeps = n })
+}
+
+// Redact applies the recorder's redaction to s, for text that is logged
+// rather than kept (a Consul error may carry the token in its URL).
+func (r *Recorder) Redact(s string) string {
+	if r == nil {
+		return s
+	}
+	return r.redact(s)
+}
+
 // ConsulAnswers records that Consul answered (a pass of the runner, a
 // probe): the outage, if any, is over.
 func (r *Recorder) ConsulAnswers() {
@@ -248,6 +287,7 @@ func (r *Recorder) Snapshot() Snapshot {
 			s.Proxies = append(s.Proxies, *p)
 		}
 		s.Runner = r.runner
+		s.Runner.Throttled = maps.Clone(r.runner.Throttled)
 	})
 	return s.sorted()
 }

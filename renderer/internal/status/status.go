@@ -92,7 +92,32 @@ type Runner struct {
 	ConsulErrors    int64
 	LastConsulError string
 	ConsulDownSince time.Time
+
+	// Consul answers but refuses the runner: 429 for too many connections
+	// from our address (http_max_conns_per_client), or connections reset
+	// while it does. Throttled counts such errors by reason (a Throttle*
+	// constant); ThrottledSince is when the current episode began (zero:
+	// none); MissingDeps is how many dependencies of the templates have no
+	// data yet, as of the runner's last pass.
+	Throttled      map[string]int64
+	LastThrottle   string
+	ThrottledSince time.Time
+	MissingDeps    int
 }
+
+// Reasons Consul refuses the runner, for Runner.Throttled and the reason
+// label of consul_throttled_total.
+const (
+	Throttle429       = "429"
+	ThrottleConnReset = "conn_reset"
+)
+
+// throttleReasons always have a sample, so an alert sees 0, not nothing.
+var throttleReasons = []string{Throttle429, ThrottleConnReset}
+
+// Starved reports whether Consul's refusals keep a template from a
+// complete render: throttled now, and dependencies still without data.
+func (r Runner) Starved() bool { return !r.ThrottledSince.IsZero() && r.MissingDeps > 0 }
 
 // Source hands out snapshots; it is called once per request, from the
 // HTTP server's goroutines, so it must be safe for concurrent use.
@@ -122,6 +147,14 @@ func (s Snapshot) sorted() Snapshot {
 // one line.
 func (s Snapshot) Ready() (ok bool, reason string) {
 	s = s.sorted()
+	// Unlike an outage, a Consul that refuses us while data is missing
+	// means no complete render is possible: the files silently stop
+	// following the catalog. Checked first, since it is also why a
+	// template may have no render accepted yet.
+	if s.Runner.Starved() {
+		return false, fmt.Sprintf("consul refuses the renderer (%s): %d dependencies without data, no complete render possible (see /status)",
+			s.Runner.LastThrottle, s.Runner.MissingDeps)
+	}
 	for _, t := range s.Templates {
 		if !t.Accepted {
 			if t.Rejected > 0 {
@@ -251,6 +284,13 @@ type runnerJSON struct {
 	ConsulErrors    int64      `json:"consul_errors"`
 	LastConsulError string     `json:"last_consul_error"`
 	ConsulDownSince *time.Time `json:"consul_down_since"` // null: Consul answers
+	// Consul answers but refuses the runner (429, resets): counts by
+	// reason, the last refusal, since when (null: not now), and the
+	// dependencies still without data.
+	ConsulThrottled      map[string]int64 `json:"consul_throttled"`
+	LastConsulThrottle   string           `json:"last_consul_throttle"`
+	ConsulThrottledSince *time.Time       `json:"consul_throttled_since"`
+	MissingDependencies  int              `json:"missing_dependencies"`
 }
 
 func timeJSON(t time.Time) *time.Time {
@@ -271,6 +311,8 @@ func statusJSON(s Snapshot) statusDoc {
 			Rebuilds: s.Runner.Rebuilds, OutageRebuilds: s.Runner.OutageRebuilds,
 			ConsulErrors: s.Runner.ConsulErrors, LastConsulError: s.Runner.LastConsulError,
 			ConsulDownSince: timeJSON(s.Runner.ConsulDownSince),
+			ConsulThrottled: throttledJSON(s.Runner.Throttled), LastConsulThrottle: s.Runner.LastThrottle,
+			ConsulThrottledSince: timeJSON(s.Runner.ThrottledSince), MissingDependencies: s.Runner.MissingDeps,
 		},
 	}
 	for _, t := range s.Templates {
@@ -287,6 +329,19 @@ func statusJSON(s Snapshot) statusDoc {
 		})
 	}
 	return doc
+}
+
+// throttledJSON has every known reason, 0 or not, so the document keeps
+// one shape.
+func throttledJSON(m map[string]int64) map[string]int64 {
+	out := map[string]int64{}
+	for _, r := range throttleReasons {
+		out[r] = 0
+	}
+	for r, n := range m {
+		out[r] = n
+	}
+	return out
 }
 
 func templateDoc(t Template) templateJSON {

@@ -218,7 +218,7 @@ func TestStatusJSON(t *testing.T) {
 		if got := keys(raw.Proxies[0]); got != strings.Join(wantP, ",") {
 			t.Errorf("proxy fields: %s", got)
 		}
-		if got := keys(raw.Runner); got != "consul_down_since,consul_errors,last_consul_error,outage_rebuilds,rebuilds" {
+		if got := keys(raw.Runner); got != "consul_down_since,consul_errors,consul_throttled,consul_throttled_since,last_consul_error,last_consul_throttle,missing_dependencies,outage_rebuilds,rebuilds" {
 			t.Errorf("runner fields: %s", got)
 		}
 		if raw.Templates[0]["source"] != "/t/a.tmpl" || raw.Proxies[0]["name"] != "haproxy:/srv/h.cfg" {

@@ -17,6 +17,9 @@ type runner struct {
 	// hadData: the runner finished a pass, so some of its watches hold a
 	// Consul index that a wiped Consul would not answer for a minute.
 	hadData bool
+	// thr: Consul's refusals as this runner met them, and the rate limit
+	// of the lines reporting Consul errors.
+	thr throttle
 }
 
 func (l *loop) startRunner() error {
@@ -86,14 +89,44 @@ func (l *loop) onRebuildDue() error {
 	return nil
 }
 
+// onConsulError: a refusal (429, resets while refused) is counted and
+// reported but is not an outage: no probe, no rebuild, Consul not down.
 func (l *loop) onConsulError(err error) error {
-	l.log.Warn("consul error; retrying, last config keeps serving", "err", err)
-	l.rec.ConsulError(err, time.Now())
+	now := time.Now()
+	reason := l.cur.thr.classify(err, now)
+	if reason != "" {
+		l.rec.ConsulThrottled(reason, err, now)
+		l.logConsulErrors(reason, err, now)
+		return nil
+	}
+	l.rec.ConsulError(err, now)
+	l.logConsulErrors(reasonOutage, err, now)
 	// once mode ends with its first pass, whose watches are at index 0.
-	if !l.o.Once && l.outage.ConsulError(time.Now(), l.cur != nil && l.cur.hadData) {
+	if !l.o.Once && l.outage.ConsulError(now, l.cur != nil && l.cur.hadData) {
 		l.probe()
 	}
 	return nil
+}
+
+// logConsulErrors writes at most one line per consulLogEvery, naming the
+// cause and counting what it covers: every watch retries on its own, so
+// a line per error would be a line per dependency per retry.
+func (l *loop) logConsulErrors(reason string, err error, now time.Time) {
+	counts, due := l.cur.thr.note(reason, now)
+	if !due {
+		return
+	}
+	text := l.rec.Redact(firstLine(err.Error()))
+	refused := counts[status.Throttle429] + counts[status.ThrottleConnReset]
+	if refused == 0 {
+		l.log.Warn("consul error; retrying, last config keeps serving", "errors", counts[reasonOutage], "err", text)
+		return
+	}
+	missing := l.cur.missingDeps()
+	l.rec.MissingDeps(missing)
+	l.log.Warn("consul refuses the renderer: too many connections from this address (http_max_conns_per_client); retrying with backoff",
+		"cause", reason, "refused_429", counts[status.Throttle429], "resets", counts[status.ThrottleConnReset],
+		"other_errors", counts[reasonOutage], "missing_dependencies", missing, "err", text)
 }
 
 // probe asks Consul in a goroutine of its own, one at a time, so the loop
@@ -140,6 +173,7 @@ func (l *loop) onProbeAnswer(err error) error {
 func (l *loop) onPass() error {
 	l.cur.hadData = true
 	l.rec.ConsulAnswers()
+	l.notePass()
 	l.o.Pipeline.Flush()
 	errs := l.cur.eng.TemplateErrors()
 	for _, dest := range sortedKeys(errs) {
@@ -161,6 +195,29 @@ func (l *loop) onPass() error {
 		l.deb.flush(now)
 	}
 	return nil
+}
+
+// notePass records the dependencies still without data, and ends a
+// refusal episode once nothing is missing or refusals stopped long ago.
+func (l *loop) notePass() {
+	missing := l.cur.missingDeps()
+	l.rec.MissingDeps(missing)
+	if l.cur.thr.over(missing, time.Now()) {
+		if !l.cur.thr.lastRefusal.IsZero() && missing == 0 {
+			l.log.Warn("consul serves every dependency again; complete render possible")
+			l.cur.thr.lastRefusal = time.Time{}
+		}
+		l.rec.ThrottleOver()
+	}
+}
+
+// missingDeps asks an engine that can tell how many dependencies have no
+// data; an engine that cannot (test fakes) reports none.
+func (r *runner) missingDeps() int {
+	if m, ok := r.eng.(interface{ MissingDeps() int }); ok {
+		return m.MissingDeps()
+	}
+	return 0
 }
 
 // onReread reads the templates again (SIGHUP), only if they all parse.
@@ -210,4 +267,17 @@ func (e ctEngine) TemplateErrors() map[string]error {
 	return out
 }
 
-var _ = context.Background
+// MissingDeps counts the distinct dependencies the templates used at the
+// runner's last pass that have no data yet.
+func (e ctEngine) MissingDeps() int {
+	seen := map[string]bool{}
+	for _, ev := range e.r.RenderEvents() {
+		if ev.MissingDeps == nil {
+			continue
+		}
+		for _, d := range ev.MissingDeps.List() {
+			seen[d.String()] = true
+		}
+	}
+	return len(seen)
+}

@@ -1,0 +1,310 @@
+package supervise
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul-template/manager"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/switchyard/switchyard/renderer/internal/config"
+	"github.com/switchyard/switchyard/renderer/internal/funcs"
+	"github.com/switchyard/switchyard/renderer/internal/logbridge"
+	"github.com/switchyard/switchyard/renderer/internal/pipeline"
+	"github.com/switchyard/switchyard/renderer/internal/status"
+	"github.com/switchyard/switchyard/scripts/testenv"
+)
+
+// connLimit is the agent's http_max_conns_per_client in these tests: low,
+// so a template over a few dozen services is enough to exceed it.
+const connLimit = 20
+
+// startLimitedConsul runs a dev agent like testenv.StartConsul, but at a
+// low connection limit per client address (testenv raises it to 4096).
+func startLimitedConsul(t *testing.T) (*api.Client, string) {
+	t.Helper()
+	bin, err := testenv.ConsulBinaryPath()
+	testenv.Need(t, err == nil, fmt.Sprintf("consul: %v", err))
+	ports, err := testenv.PickPorts(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	logf, err := os.Create(filepath.Join(t.TempDir(), "consul.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "agent", "-dev", "-node", "throttle-"+strconv.Itoa(os.Getpid()),
+		"-bind", "127.0.0.1", "-client", "127.0.0.1", "-advertise", "127.0.0.1",
+		"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]),
+		"-serf-wan-port", strconv.Itoa(ports[2]), "-server-port", strconv.Itoa(ports[3]),
+		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn",
+		"-hcl", fmt.Sprintf("limits { http_max_conns_per_client = %d }", connLimit))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		leader, err := client.Status().Leader()
+		if err == nil && leader == "" {
+			err = errors.New("no leader yet")
+		}
+		return err
+	})
+	return client, addr
+}
+
+// register adds services name-0 .. name-(n-1), one instance each, retrying
+// each call: the test's own client shares the agent's per-address limit
+// with the renderer it is starving.
+func register(t *testing.T, c *api.Client, prefix string, n int, deregister bool) {
+	t.Helper()
+	for i := range n {
+		id := fmt.Sprintf("%s-%02d", prefix, i)
+		testenv.Eventually(t, 30*time.Second, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if deregister {
+				return c.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+			}
+			return c.Agent().ServiceRegisterOpts(&api.AgentServiceRegistration{ID: id, Name: id,
+				Address: "10.0.0." + strconv.Itoa(i+1), Port: 80}, api.ServiceRegisterOpts{}.WithContext(ctx))
+		})
+	}
+}
+
+// runReal runs the supervisor as the renderer wires it, with the real
+// consul-template runner, one template without a proxy, and the status
+// handler; it returns the handler's URL and the destination.
+func runReal(t *testing.T, addr, tmpl string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	src, dest := filepath.Join(dir, "t.tmpl"), filepath.Join(dir, "out.conf")
+	if err := os.WriteFile(src, []byte(tmpl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := config.ParseTemplate(src+":"+dest, config.ProxyNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Consul: config.Consul{Addr: addr, RetryMaxBackoff: time.Second},
+		Templates: []config.Template{tpl}, Proxy: config.ProxyNone, ProxyMode: config.ModeExternal,
+		Keep: 2, MaxRemoval: 0, CommandTimeout: 5 * time.Second, MaxProxyDeaths: 1}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// consul-template logs through the global log package: keep it out
+	// of the test's output.
+	bridge := logbridge.New(slog.New(slog.DiscardHandler), logbridge.Options{})
+	t.Cleanup(bridge.Restore)
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := status.NewRecorder(nil)
+	rec.AddTemplate(src, dest, "")
+	pipe := pipeline.New(ctx, pipeline.Options{Timeout: 5 * time.Second, Status: rec},
+		[]pipeline.Target{{Template: src, Dest: dest, Keep: 2}})
+	fm := funcs.Map()
+	sup := New(Options{Pipeline: pipe, Proxies: map[string]Reloader{}, Status: rec, ConsulUp: cfg.ConsulProbe(),
+		NewEngine: func() (Engine, error) {
+			r, err := manager.NewRunner(cfg.ConsulTemplate(pipe.Render, fm), false)
+			if err != nil {
+				return nil, err
+			}
+			return NewEngine(r), nil
+		}})
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	srv := httptest.NewServer(status.Handler(rec, nil))
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return")
+		}
+		srv.Close()
+	})
+	return srv.URL, dest
+}
+
+// statusDoc is the part of /status these tests read.
+type statusDoc struct {
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason"`
+	Runner struct {
+		OutageRebuilds  int64            `json:"outage_rebuilds"`
+		ConsulDownSince *time.Time       `json:"consul_down_since"`
+		Throttled       map[string]int64 `json:"consul_throttled"`
+		ThrottledSince  *time.Time       `json:"consul_throttled_since"`
+		Missing         int              `json:"missing_dependencies"`
+		LastError       string           `json:"last_consul_error"`
+		LastThrottle    string           `json:"last_consul_throttle"`
+	} `json:"runner"`
+}
+
+func getStatus(url string) (statusDoc, error) {
+	var d statusDoc
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/status", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return d, err
+	}
+	defer resp.Body.Close()
+	return d, json.NewDecoder(resp.Body).Decode(&d)
+}
+
+// Issue 11: the renderer has rendered; then every connection the agent
+// allows our address is taken (as a large catalog's watches take them),
+// and a service appears. consul-template needs a new connection for it,
+// the agent answers 429, and no complete render is possible: /status says
+// so (refusals by reason, dependencies without data), /ready turns false,
+// /metrics counts it, and the refusals are not an outage (no runner
+// rebuild, Consul not down). Once connections free up, the render
+// completes and the renderer is ready again. Before the fix /ready stayed
+// 200 and /status had no trace of the refusals.
+func TestConsulRefusalMakesUnready(t *testing.T) {
+	c, addr := startLimitedConsul(t)
+	register(t, c, "small", 5, false)
+	url, dest := runReal(t, addr, "{{ range services }}{{ range service .Name }}{{ .Name }} {{ .Address }}\n{{ end }}{{ end }}")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if b, _ := os.ReadFile(dest); !strings.Contains(string(b), "small-04 ") {
+			return fmt.Errorf("first render: %q", b)
+		}
+		if d, err := getStatus(url); err != nil || !d.Ready {
+			return fmt.Errorf("not ready after the first render: %+v %v", d, err)
+		}
+		return nil
+	})
+	hogs := hogConnections(t, addr)
+	putService(t, hogs[0], "late")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		d, err := getStatus(url)
+		if err != nil {
+			return err
+		}
+		if d.Ready || d.Runner.Throttled[status.Throttle429]+d.Runner.Throttled[status.ThrottleConnReset] == 0 ||
+			d.Runner.Missing == 0 || d.Runner.ThrottledSince == nil || !strings.Contains(d.Reason, "consul refuses") {
+			return fmt.Errorf("not reported as refused: %+v", d)
+		}
+		return nil
+	})
+	assertMetric(t, url, `switchyard_renderer_consul_throttled `)
+	if d, _ := getStatus(url); d.Runner.OutageRebuilds != 0 || d.Runner.ConsulDownSince != nil {
+		t.Fatalf("refusals taken for an outage: %+v", d)
+	}
+	for _, h := range hogs {
+		h.Close()
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		d, err := getStatus(url)
+		if b, _ := os.ReadFile(dest); !strings.Contains(string(b), "late ") {
+			return fmt.Errorf("late not rendered: %q", b)
+		}
+		if err != nil || !d.Ready || d.Runner.ThrottledSince != nil || d.Runner.Missing != 0 {
+			return fmt.Errorf("not ready again: %+v %v", d, err)
+		}
+		return nil
+	})
+}
+
+// hogConnections opens connections to the agent until it refuses one
+// (it writes its 429 on accept), so every slot our address has is taken.
+func hogConnections(t *testing.T, addr string) []net.Conn {
+	t.Helper()
+	var hogs []net.Conn
+	t.Cleanup(func() {
+		for _, h := range hogs {
+			h.Close()
+		}
+	})
+	for range connLimit + 1 {
+		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// An accepted connection stays silent; a refused one has its
+		// 429 at once.
+		_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		buf := make([]byte, 12)
+		if n, _ := conn.Read(buf); n > 0 {
+			conn.Close()
+			if len(hogs) == 0 {
+				t.Fatalf("agent refused the first connection: %q", buf[:n])
+			}
+			return hogs
+		}
+		_ = conn.SetReadDeadline(time.Time{})
+		hogs = append(hogs, conn)
+	}
+	t.Fatalf("agent accepted %d connections; its limit is %d", len(hogs), connLimit)
+	return nil
+}
+
+// putService registers a service over conn, a connection the agent has
+// accepted: every other one would be refused.
+func putService(t *testing.T, conn net.Conn, name string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"ID":%q,"Name":%q,"Address":"10.0.1.1","Port":80}`, name, name)
+	req, _ := http.NewRequest(http.MethodPut, "http://"+conn.RemoteAddr().String()+"/v1/agent/service/register", strings.NewReader(body))
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("register %s: %s", name, resp.Status)
+	}
+	_ = conn.SetDeadline(time.Time{})
+}
+
+// assertMetric checks that /metrics has sample with a value above 0.
+func assertMetric(t *testing.T, url, sample string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body strings.Builder
+	if _, err := io.Copy(&body, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, sample); ok && strings.TrimSpace(v) != "0" {
+			return
+		}
+	}
+	t.Fatalf("no %s above 0 in /metrics", sample)
+}
