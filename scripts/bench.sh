@@ -5,6 +5,20 @@
 #
 #   scripts/bench.sh registrar [flags]   burst, single-start latency, start-up, chaos
 #   scripts/bench.sh renderer  [flags]   latency vs consul-template, reloads under a burst
+#   scripts/bench.sh membership [flags]  catalog changes under load (issue 9): per proxy
+#       (nginx, haproxy, caddy if templates/Caddyfile.tmpl exists), the renderer
+#       with --runtime-apply, with --runtime-apply=false, and consul-template,
+#       side by side: change -> served latency p50/p90, then failed requests,
+#       worker generations and old workers left, for keep-alive and
+#       new-connection clients, over membership and structural changes.
+#       Flags: -changes 50 -interval 250ms -conns 32 -trials 20
+#       -proxies nginx,haproxy,caddy -drain-wait 0 (the proxy's own limit) -keep.
+#       Full run about 5-6 minutes on 2 cores; quick look:
+#       scripts/bench.sh membership -changes 10 -trials 5 -proxies nginx
+#   scripts/bench.sh scale [flags]       issue 11: S services x 3 on a private agent at
+#       Consul's default limits; first complete render, connections held, RSS,
+#       CPU, WARN lines, for the renderer and consul-template side by side.
+#       Flags: -sizes 100,300,1000 -10000 (adds 10000) -timeout 45s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 envfile=$(scripts/setup.sh --bench)
@@ -12,12 +26,12 @@ envfile=$(scripts/setup.sh --bench)
 source "$envfile"
 which=${1:-}
 case "$which" in
-registrar | renderer)
+registrar | renderer | membership | scale)
 	shift
 	go run "./scripts/bench/$which" "$@"
 	;;
 *)
-	echo "usage: scripts/bench.sh registrar|renderer [flags]" >&2
+	echo "usage: scripts/bench.sh registrar|renderer|membership|scale [flags]" >&2
 	exit 2
 	;;
 esac
