@@ -7,7 +7,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,37 +28,9 @@ import (
 
 var caddyLoadChanges = flag.Int("caddy-load-changes", 20, "membership changes TestCaddyRuntimeApplyUnderKeepAliveLoad makes per mode, 250ms apart")
 
-// cdProxyStatus is the caddy entry of /status.
-type cdProxyStatus struct {
-	Name             string `json:"name"`
-	Reloads          int    `json:"reloads"`
-	ReloadFailures   int    `json:"reload_failures"`
-	RuntimeApplies   int    `json:"runtime_applies"`
-	RuntimeFailures  int    `json:"runtime_apply_failures"`
-	RuntimeFallbacks int    `json:"runtime_fallbacks"`
-	ReloadPending    bool   `json:"reload_pending"`
-	Up               bool   `json:"up"`
-}
-
-func cdStatus(t testing.TB, addr string) cdProxyStatus {
+func cdStatus(t testing.TB, addr string) runtimeProxyStatus {
 	t.Helper()
-	code, body, err := httpGet("http://" + addr + "/status")
-	if err != nil || code != 200 {
-		t.Fatalf("/status: %d %v", code, err)
-	}
-	var doc struct {
-		Proxies []cdProxyStatus `json:"proxies"`
-	}
-	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		t.Fatalf("/status: %v", err)
-	}
-	for _, p := range doc.Proxies {
-		if p.Name == "caddy" || strings.HasPrefix(p.Name, "caddy:") {
-			return p
-		}
-	}
-	t.Fatalf("/status has no caddy: %s", body)
-	return cdProxyStatus{}
+	return proxyStatus(t, addr, "caddy")
 }
 
 // cdBackend answers its name and counts its requests.
@@ -147,9 +118,9 @@ func cdNewSetup(t *testing.T, consulAddr string, extra ...string) cdSetup {
 }
 
 // settled waits until Caddy is up with every render loaded.
-func (s cdSetup) settled(t *testing.T) cdProxyStatus {
+func (s cdSetup) settled(t *testing.T) runtimeProxyStatus {
 	t.Helper()
-	var st cdProxyStatus
+	var st runtimeProxyStatus
 	testenv.Eventually(t, 15*time.Second, func() error {
 		if st = cdStatus(t, s.status); !st.Up || st.ReloadPending {
 			return fmt.Errorf("caddy not settled: %+v", st)
@@ -230,9 +201,9 @@ func TestCaddyRuntimeApplyEndToEnd(t *testing.T) {
 
 // runtimeOnly waits until at least applies changes were applied at
 // runtime, and checks that none reloaded, failed or fell back since base.
-func runtimeOnly(t *testing.T, status string, base cdProxyStatus, applies int) cdProxyStatus {
+func runtimeOnly(t *testing.T, status string, base runtimeProxyStatus, applies int) runtimeProxyStatus {
 	t.Helper()
-	var s cdProxyStatus
+	var s runtimeProxyStatus
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if s = cdStatus(t, status); s.RuntimeApplies < applies || s.ReloadPending {
 			return fmt.Errorf("runtime applies %d, want %d: %+v", s.RuntimeApplies, applies, s)

@@ -7,7 +7,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -72,37 +71,9 @@ func hxStartRenderer(t *testing.T, args ...string) *hxRenderer {
 	return r
 }
 
-// hxProxyStatus is the haproxy entry of /status.
-type hxProxyStatus struct {
-	Name             string `json:"name"`
-	Reloads          int    `json:"reloads"`
-	RuntimeApplies   int    `json:"runtime_applies"`
-	RuntimeFailures  int    `json:"runtime_apply_failures"`
-	RuntimeFallbacks int    `json:"runtime_fallbacks"`
-	LastRuntimeError string `json:"last_runtime_apply_error"`
-	ReloadPending    bool   `json:"reload_pending"`
-	Up               bool   `json:"up"`
-}
-
-func hxStatus(t testing.TB, addr string) hxProxyStatus {
+func hxStatus(t testing.TB, addr string) runtimeProxyStatus {
 	t.Helper()
-	code, body, err := httpGet("http://" + addr + "/status")
-	if err != nil || code != 200 {
-		t.Fatalf("/status: %d %v", code, err)
-	}
-	var doc struct {
-		Proxies []hxProxyStatus `json:"proxies"`
-	}
-	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		t.Fatalf("/status: %v", err)
-	}
-	for _, p := range doc.Proxies {
-		if p.Name == "haproxy" || strings.HasPrefix(p.Name, "haproxy:") {
-			return p
-		}
-	}
-	t.Fatalf("/status has no haproxy: %s", body)
-	return hxProxyStatus{}
+	return proxyStatus(t, addr, "haproxy")
 }
 
 // hxMasterCLI sends one command to HAProxy's master CLI socket.
@@ -228,9 +199,9 @@ func hxNewSetup(t *testing.T, consulAddr string, extra ...string) hxSetup {
 }
 
 // settled waits until HAProxy is up with every render loaded.
-func (s hxSetup) settled(t *testing.T) hxProxyStatus {
+func (s hxSetup) settled(t *testing.T) runtimeProxyStatus {
 	t.Helper()
-	var st hxProxyStatus
+	var st runtimeProxyStatus
 	testenv.Eventually(t, 15*time.Second, func() error {
 		if st = hxStatus(t, s.status); !st.Up || st.ReloadPending {
 			return fmt.Errorf("haproxy not settled: %+v", st)

@@ -7,7 +7,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -44,30 +43,9 @@ func ngxNeedLua(t *testing.T, bin string) {
 	testenv.Need(t, err == nil, "nginx Lua module in "+dir+" (Debian: libnginx-mod-http-lua, lua-resty-core)")
 }
 
-// ngxProxyStatus is the nginx entry of /status.
-type ngxProxyStatus struct {
-	Name             string `json:"name"`
-	Up               bool   `json:"up"`
-	Reloads          int    `json:"reloads"`
-	ReloadPending    bool   `json:"reload_pending"`
-	RuntimeApplies   int    `json:"runtime_applies"`
-	RuntimeFailures  int    `json:"runtime_apply_failures"`
-	RuntimeFallbacks int    `json:"runtime_fallbacks"`
-}
-
-func ngxStatus(t testing.TB, addr string) ngxProxyStatus {
+func ngxStatus(t testing.TB, addr string) runtimeProxyStatus {
 	t.Helper()
-	code, body, err := httpGet("http://" + addr + "/status")
-	if err != nil || code != 200 {
-		t.Fatalf("/status: %d %v", code, err)
-	}
-	var doc struct {
-		Proxies []ngxProxyStatus `json:"proxies"`
-	}
-	if err := json.Unmarshal([]byte(body), &doc); err != nil || len(doc.Proxies) != 1 {
-		t.Fatalf("/status: %v: %s", err, body)
-	}
-	return doc.Proxies[0]
+	return proxyStatus(t, addr, "nginx")
 }
 
 // ngxSetup is one renderer supervising nginx with the shipped template.
@@ -98,9 +76,9 @@ func ngxNewSetup(t *testing.T, consulAddr string, extra ...string) ngxSetup {
 
 // settled waits until nginx is up with no load pending, and returns its
 // status.
-func (s ngxSetup) settled(t *testing.T) ngxProxyStatus {
+func (s ngxSetup) settled(t *testing.T) runtimeProxyStatus {
 	t.Helper()
-	var st ngxProxyStatus
+	var st runtimeProxyStatus
 	testenv.Eventually(t, 15*time.Second, func() error {
 		st = ngxStatus(t, s.status)
 		if !st.Up || st.ReloadPending {

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// runtimeProxyStatus is one proxy's entry of /status, as the runtime-apply
+// tests of every proxy read it.
+type runtimeProxyStatus struct {
+	Name             string `json:"name"`
+	Reloads          int    `json:"reloads"`
+	ReloadFailures   int    `json:"reload_failures"`
+	RuntimeApplies   int    `json:"runtime_applies"`
+	RuntimeFailures  int    `json:"runtime_apply_failures"`
+	RuntimeFallbacks int    `json:"runtime_fallbacks"`
+	LastRuntimeError string `json:"last_runtime_apply_error"`
+	ReloadPending    bool   `json:"reload_pending"`
+	Up               bool   `json:"up"`
+}
+
+// proxyStatus reads the /status entry of the proxy whose key is kind or
+// starts with "kind:" from a renderer's --status-addr.
+func proxyStatus(t testing.TB, addr, kind string) runtimeProxyStatus {
+	t.Helper()
+	code, body, err := httpGet("http://" + addr + "/status")
+	if err != nil || code != 200 {
+		t.Fatalf("/status: %d %v", code, err)
+	}
+	var doc struct {
+		Proxies []runtimeProxyStatus `json:"proxies"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatalf("/status: %v", err)
+	}
+	for _, p := range doc.Proxies {
+		if p.Name == kind || strings.HasPrefix(p.Name, kind+":") {
+			return p
+		}
+	}
+	t.Fatalf("/status has no %s: %s", kind, body)
+	return runtimeProxyStatus{}
+}
