@@ -213,9 +213,7 @@ func TestRendererEnvFilesUnprivileged(t *testing.T) {
 	root := pkgRoot(t)
 	setpriv, err := exec.LookPath("setpriv")
 	testenv.Need(t, err == nil, fmt.Sprintf("setpriv (util-linux): %v", err))
-	if os.Getuid() != 0 {
-		t.Skip("needs root to run the renderer as another user")
-	}
+	testenv.Need(t, os.Getuid() == 0, "root, to run the renderer as another user")
 	unit, err := os.ReadFile(filepath.Join(root, "examples", "systemd", "renderer.service"))
 	if err != nil {
 		t.Fatal(err)
