@@ -120,14 +120,7 @@ func cdNewSetup(t *testing.T, consulAddr string, extra ...string) cdSetup {
 // settled waits until Caddy is up with every render loaded.
 func (s cdSetup) settled(t *testing.T) runtimeProxyStatus {
 	t.Helper()
-	var st runtimeProxyStatus
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if st = cdStatus(t, s.status); !st.Up || st.ReloadPending {
-			return fmt.Errorf("caddy not settled: %+v", st)
-		}
-		return nil
-	})
-	return st
+	return settledStatus(t, s.status, "caddy")
 }
 
 // TestCaddyRuntimeApplyEndToEnd: instances registered and deregistered in

@@ -201,14 +201,7 @@ func hxNewSetup(t *testing.T, consulAddr string, extra ...string) hxSetup {
 // settled waits until HAProxy is up with every render loaded.
 func (s hxSetup) settled(t *testing.T) runtimeProxyStatus {
 	t.Helper()
-	var st runtimeProxyStatus
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if st = hxStatus(t, s.status); !st.Up || st.ReloadPending {
-			return fmt.Errorf("haproxy not settled: %+v", st)
-		}
-		return nil
-	})
-	return st
+	return settledStatus(t, s.status, "haproxy")
 }
 
 // TestHAProxyRuntimeApplyEndToEnd: instances registered and deregistered

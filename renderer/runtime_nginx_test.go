@@ -78,15 +78,7 @@ func ngxNewSetup(t *testing.T, consulAddr string, extra ...string) ngxSetup {
 // status.
 func (s ngxSetup) settled(t *testing.T) runtimeProxyStatus {
 	t.Helper()
-	var st runtimeProxyStatus
-	testenv.Eventually(t, 15*time.Second, func() error {
-		st = ngxStatus(t, s.status)
-		if !st.Up || st.ReloadPending {
-			return fmt.Errorf("nginx not settled: %+v", st)
-		}
-		return nil
-	})
-	return st
+	return settledStatus(t, s.status, "nginx")
 }
 
 // ngxServedBy waits until n requests in a row for host are answered by

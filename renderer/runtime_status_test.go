@@ -2,8 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/scripts/testenv"
 )
 
 // runtimeProxyStatus is one proxy's entry of /status, as the runtime-apply
@@ -41,4 +45,18 @@ func proxyStatus(t testing.TB, addr, kind string) runtimeProxyStatus {
 	}
 	t.Fatalf("/status has no %s: %s", kind, body)
 	return runtimeProxyStatus{}
+}
+
+// settledStatus waits until the supervised proxy kind is up with every
+// render loaded, and returns its /status entry.
+func settledStatus(t *testing.T, addr, kind string) runtimeProxyStatus {
+	t.Helper()
+	var st runtimeProxyStatus
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if st = proxyStatus(t, addr, kind); !st.Up || st.ReloadPending {
+			return fmt.Errorf("%s not settled: %+v", kind, st)
+		}
+		return nil
+	})
+	return st
 }
