@@ -143,43 +143,7 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 		joins = append(joins, net.JoinHostPort(s.IP, strconv.Itoa(s.Ports.SerfLAN)))
 	}
 	for _, a := range c.all() {
-		a.DataDir = t.TempDir()
-		a.logPath = filepath.Join(a.DataDir, "consul.log")
-		a.Addr = net.JoinHostPort(a.IP, strconv.Itoa(a.Ports.HTTP))
-		cfg := api.DefaultConfig()
-		cfg.Address = a.Addr
-		if a.Client, err = api.NewClient(cfg); err != nil {
-			t.Fatal(err)
-		}
-		a.args = []string{
-			"agent", "-node", a.Name, "-data-dir", a.DataDir,
-			"-bind", a.IP, "-advertise", a.IP, "-client", a.IP,
-			"-http-port", strconv.Itoa(a.Ports.HTTP),
-			"-dns-port", strconv.Itoa(a.Ports.DNS),
-			"-server-port", strconv.Itoa(a.Ports.Server),
-			"-serf-lan-port", strconv.Itoa(a.Ports.SerfLAN),
-			"-serf-wan-port", strconv.Itoa(a.Ports.SerfWAN),
-			"-grpc-port", strconv.Itoa(a.Ports.GRPC),
-			"-grpc-tls-port", strconv.Itoa(a.Ports.GRPCTLS),
-			// A restarted agent retries its join every second, not every 30.
-			"-retry-interval", "1s",
-			"-log-level", "info",
-			"-hcl", clusterHCL(),
-		}
-		for _, j := range joins {
-			if j != net.JoinHostPort(a.IP, strconv.Itoa(a.Ports.SerfLAN)) {
-				a.args = append(a.args, "-retry-join", j)
-			}
-		}
-		if a.Server {
-			a.args = append(a.args, "-server", "-bootstrap-expect", strconv.Itoa(o.Servers))
-		}
-		t.Cleanup(func() {
-			a.Kill()
-			if t.Failed() {
-				t.Logf("consul agent %s log (tail):\n%s", a.Name, tailFile(a.logPath, 3000))
-			}
-		})
+		a.configure(t, joins, o.Servers)
 	}
 
 	for _, s := range c.Servers {
@@ -201,6 +165,49 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 		}
 	}
 	return c
+}
+
+// configure gives agent a its data dir, client and command line: its own
+// ports on its own address, joining every other server of joins.
+func (a *Agent) configure(t testing.TB, joins []string, servers int) {
+	a.DataDir = t.TempDir()
+	a.logPath = filepath.Join(a.DataDir, "consul.log")
+	a.Addr = net.JoinHostPort(a.IP, strconv.Itoa(a.Ports.HTTP))
+	cfg := api.DefaultConfig()
+	cfg.Address = a.Addr
+	var err error
+	if a.Client, err = api.NewClient(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.args = []string{
+		"agent", "-node", a.Name, "-data-dir", a.DataDir,
+		"-bind", a.IP, "-advertise", a.IP, "-client", a.IP,
+		"-http-port", strconv.Itoa(a.Ports.HTTP),
+		"-dns-port", strconv.Itoa(a.Ports.DNS),
+		"-server-port", strconv.Itoa(a.Ports.Server),
+		"-serf-lan-port", strconv.Itoa(a.Ports.SerfLAN),
+		"-serf-wan-port", strconv.Itoa(a.Ports.SerfWAN),
+		"-grpc-port", strconv.Itoa(a.Ports.GRPC),
+		"-grpc-tls-port", strconv.Itoa(a.Ports.GRPCTLS),
+		// A restarted agent retries its join every second, not every 30.
+		"-retry-interval", "1s",
+		"-log-level", "info",
+		"-hcl", clusterHCL(),
+	}
+	for _, j := range joins {
+		if j != net.JoinHostPort(a.IP, strconv.Itoa(a.Ports.SerfLAN)) {
+			a.args = append(a.args, "-retry-join", j)
+		}
+	}
+	if a.Server {
+		a.args = append(a.args, "-server", "-bootstrap-expect", strconv.Itoa(servers))
+	}
+	t.Cleanup(func() {
+		a.Kill()
+		if t.Failed() {
+			t.Logf("consul agent %s log (tail):\n%s", a.Name, tailFile(a.logPath, 3000))
+		}
+	})
 }
 
 func (c *Cluster) all() []*Agent { return append(append([]*Agent(nil), c.Servers...), c.Clients...) }
