@@ -25,7 +25,6 @@ const (
 	managementToken = "5e1ec7ed-0000-4000-8000-000000000001"
 	// wrongToken is well-formed but unknown to the agent.
 	wrongToken = "0badbad0-1111-4222-8333-444455556666"
-	policyPath = "../examples/consul/registrar-policy.hcl"
 	// code403 starts consul/api's text for a refusal; a port or a
 	// container ID may contain "403", this may not.
 	code403 = "Unexpected response code: 403"
@@ -81,25 +80,30 @@ func newSecureRig(t *testing.T, opt testenv.SecureOptions) (*rig, *testenv.Secur
 	}, sc
 }
 
-func policy(t *testing.T) string {
+// newACLRig is newSecureRig with ACLs on and default deny, as in
+// production: whatever the registrar's token lacks is refused.
+func newACLRig(t *testing.T) (*rig, *testenv.SecureConsul) {
 	t.Helper()
-	b, err := os.ReadFile(policyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return newSecureRig(t, testenv.SecureOptions{ACLToken: managementToken})
 }
 
-// writeToken replaces the token file at once, as a secret manager does.
-func writeToken(t *testing.T, path, token string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+// startWithStatus starts the registrar with a status server, through which
+// the tests watch it (/ready, /status, /metrics), and returns its address.
+func (r *rig) startWithStatus(args ...string) (*testenv.Process, string) {
+	r.t.Helper()
+	status := statusAddr(r.t)
+	return r.start(append(args, "--status-addr", status)...), status
+}
+
+// startWithTokenFile starts the registrar with --consul-token-file holding
+// token, and returns the file for the test to rewrite as a secret manager
+// would. -resync 1 makes a Consul call, and so a new token, come soon.
+func (r *rig) startWithTokenFile(token string) (p *testenv.Process, status, file string) {
+	r.t.Helper()
+	file = filepath.Join(r.t.TempDir(), "token")
+	testenv.WriteTokenFile(r.t, file, token)
+	p, status = r.startWithStatus("-resync", "1", "--consul-token-file", file)
+	return p, status, file
 }
 
 // consulErrors reads switchyard_registrar_consul_errors_total.
@@ -152,41 +156,32 @@ func noSecret(t *testing.T, p *testenv.Process, status string, tokens ...string)
 	}
 }
 
-// With a token of exactly the documented policy the registrar registers,
-// drains and deregisters, all the way to the catalog.
-func TestACLLeastPrivilegePolicy(t *testing.T) {
-	r, sc := newSecureRig(t, testenv.SecureOptions{ACLToken: managementToken})
-	secret, _ := sc.CreateACLToken(t, "registrar", policy(t))
-	file := filepath.Join(t.TempDir(), "token")
-	writeToken(t, file, secret)
-	status := statusAddr(t)
-	p := r.start("-resync", "1", "--consul-token-file", file, "--status-addr", status)
-	waitReady(t, status, true, "")
-	name := testenv.RandomName("sy-it-acl")
-	ctr := runContainer(t, testenv.RunOptions{
-		Name: name, Labels: map[string]string{"SERVICE_NAME": name, "SERVICE_CHECK_TCP": "true", "SERVICE_CHECK_INTERVAL": "1s"},
-		Ports: []string{"8080"}, Env: map[string]string{"WEBAPP_DRAIN": "30s"},
-		Healthcheck: testenv.ProbeHealthcheck(300 * time.Millisecond),
-	})
-	id := r.node + ":" + name + ":8080"
-	r.waitCheck("service:"+id+":docker", api.HealthPassing) // a TTL update
-	waitPassing(t, r, name, 1)                              // synced to the catalog
+// serviceID is the ID the registrar gives port 8080 of container name.
+func (r *rig) serviceID(name string) string { return r.node + ":" + name + ":8080" }
 
-	// docker stop's SIGTERM: maintenance, then the catalog drops it.
-	sigterm(t, ctr)
-	r.waitCheck("_service_maintenance:"+id, api.HealthCritical)
-	waitPassing(t, r, name, 0)
-	testenv.RemoveContainer(testenv.Docker(t), ctr.ID)
-	r.waitGone(id)
-	if n, err := consulErrors(status); err != nil || n != 0 {
-		t.Errorf("consul_errors_total %v, %v; want 0 with the documented policy", n, err)
-	}
-	noSecret(t, p, status, secret)
+// maintenanceCheck is the check the agent adds to service id while it is
+// in maintenance: critical there means draining.
+func maintenanceCheck(id string) string { return "_service_maintenance:" + id }
+
+// waitDraining waits until service id is in maintenance.
+func (r *rig) waitDraining(id string) {
+	r.t.Helper()
+	r.waitCheck(maintenanceCheck(id), api.HealthCritical)
 }
 
-func waitPassing(t *testing.T, r *rig, name string, n int) {
-	t.Helper()
-	testenv.Eventually(t, 20*time.Second, func() error {
+// beginDrain sends the container docker stop's SIGTERM and waits until its
+// service id is in maintenance: its drain window has begun.
+func (r *rig) beginDrain(ctr *docker.Container, id string) {
+	r.t.Helper()
+	sigterm(r.t, ctr)
+	r.waitDraining(id)
+}
+
+// waitPassing waits until the catalog, which renderers read, has n
+// passing instances of name: the agent synced what the registrar wrote.
+func (r *rig) waitPassing(name string, n int) {
+	r.t.Helper()
+	testenv.Eventually(r.t, 20*time.Second, func() error {
 		entries, err := r.consul.Services(context.Background(), name, true)
 		if err != nil {
 			return err
@@ -198,26 +193,51 @@ func waitPassing(t *testing.T, r *rig, name string, n int) {
 	})
 }
 
+// With a token of exactly the documented policy the registrar registers,
+// drains and deregisters, all the way to the catalog.
+func TestACLLeastPrivilegePolicy(t *testing.T) {
+	r, sc := newACLRig(t)
+	secret, _ := sc.CreateRegistrarToken(t, "registrar")
+	p, status, _ := r.startWithTokenFile(secret)
+	waitReady(t, status, true, "")
+	name := testenv.RandomName("sy-it-acl")
+	ctr := runContainer(t, testenv.RunOptions{
+		Name: name, Labels: map[string]string{"SERVICE_NAME": name, "SERVICE_CHECK_TCP": "true", "SERVICE_CHECK_INTERVAL": "1s"},
+		Ports: []string{"8080"}, Env: map[string]string{"WEBAPP_DRAIN": "30s"},
+		Healthcheck: testenv.ProbeHealthcheck(300 * time.Millisecond),
+	})
+	id := r.serviceID(name)
+	r.waitCheck("service:"+id+":docker", api.HealthPassing) // a TTL update
+	r.waitPassing(name, 1)                                  // synced to the catalog
+
+	// docker stop's SIGTERM: maintenance, then the catalog drops it.
+	r.beginDrain(ctr, id)
+	r.waitPassing(name, 0)
+	testenv.RemoveContainer(testenv.Docker(t), ctr.ID)
+	r.waitGone(id)
+	if n, err := consulErrors(status); err != nil || n != 0 {
+		t.Errorf("consul_errors_total %v, %v; want 0 with the documented policy", n, err)
+	}
+	noSecret(t, p, status, secret)
+}
+
 // A wrong token, then a revoked one: the registrar says 403 on /ready and
 // in consul_errors_total, logs one line per attempt (as many as the
 // counter), keeps retrying, and recovers as soon as the token file holds a
 // good token, without a restart. No token ever shows.
 func TestACLWrongOrRevokedTokenRetriesAndRecovers(t *testing.T) {
-	r, sc := newSecureRig(t, testenv.SecureOptions{ACLToken: managementToken})
-	secret, accessor := sc.CreateACLToken(t, "registrar", policy(t))
-	file := filepath.Join(t.TempDir(), "token")
-	writeToken(t, file, wrongToken)
-	status := statusAddr(t)
-	p := r.start("-resync", "1", "--consul-token-file", file, "--status-addr", status)
+	r, sc := newACLRig(t)
+	secret, accessor := sc.CreateRegistrarToken(t, "registrar")
+	p, status, file := r.startWithTokenFile(wrongToken)
 
 	// Start-up: the agent refuses the token.
 	waitReady(t, status, false, "waiting for consul.*403.*ACL not found.*--consul-token-file")
 	waitMoreErrors(t, status, 0, 3)
-	writeToken(t, file, secret)
+	testenv.WriteTokenFile(t, file, secret)
 	waitReady(t, status, true, "")
 	first := testenv.RandomName("sy-it-acl1")
 	runContainer(t, testenv.RunOptions{Name: first, Ports: []string{"8080"}})
-	r.waitService(r.node+":"+first+":8080", nil)
+	r.waitService(r.serviceID(first), nil)
 
 	// Revoked while running: resyncs fail, and so does the registration
 	// of a container started meanwhile; both are retried.
@@ -232,9 +252,9 @@ func TestACLWrongOrRevokedTokenRetriesAndRecovers(t *testing.T) {
 	second := testenv.RandomName("sy-it-acl2")
 	runContainer(t, testenv.RunOptions{Name: second, Ports: []string{"8080"}})
 	waitMoreErrors(t, status, before, 4)
-	secret2, _ := sc.CreateACLToken(t, "registrar-2", policy(t))
-	writeToken(t, file, secret2)
-	r.waitService(r.node+":"+second+":8080", nil)
+	secret2, _ := sc.CreateRegistrarToken(t, "registrar-2")
+	testenv.WriteTokenFile(t, file, secret2)
+	r.waitService(r.serviceID(second), nil)
 	waitReady(t, status, true, "")
 
 	// One log line per failed attempt: as many as the counter says.
@@ -250,10 +270,9 @@ func TestACLWrongOrRevokedTokenRetriesAndRecovers(t *testing.T) {
 
 // A token on the command line is visible in ps: the registrar says so.
 func TestTokenOnCommandLineWarns(t *testing.T) {
-	r, sc := newSecureRig(t, testenv.SecureOptions{ACLToken: managementToken})
-	secret, _ := sc.CreateACLToken(t, "registrar", policy(t))
-	status := statusAddr(t)
-	p := r.start("--consul-token", secret, "--status-addr", status)
+	r, sc := newACLRig(t)
+	secret, _ := sc.CreateRegistrarToken(t, "registrar")
+	p, status := r.startWithStatus("--consul-token", secret)
 	waitReady(t, status, true, "")
 	p.WaitLog(t, 10*time.Second, "--consul-token on the command line is visible")
 	noSecret(t, p, status, secret)
@@ -296,7 +315,7 @@ func TestRegistrationOverTLS(t *testing.T) {
 	waitReady(t, status, true, "")
 	name := testenv.RandomName("sy-it-tls")
 	runContainer(t, testenv.RunOptions{Name: name, Ports: []string{"8080"}})
-	id := r.node + ":" + name + ":8080"
+	id := r.serviceID(name)
 	r.waitService(id, nil)
 
 	env := []string{"CONSUL_CACERT=" + pki.CA, "CONSUL_CLIENT_CERT=" + pki.ClientCert,
@@ -305,7 +324,7 @@ func TestRegistrationOverTLS(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "1 services") {
 		t.Fatalf("registrar drain over TLS, configured by environment: exit %d\n%s", code, out)
 	}
-	r.waitCheck("_service_maintenance:"+id, api.HealthCritical)
+	r.waitDraining(id)
 
 	wrong := *pki
 	wrong.CA = other.CA
@@ -313,6 +332,44 @@ func TestRegistrationOverTLS(t *testing.T) {
 	want := []string{"consul agent https://" + sc.HTTPSAddr, "--consul-cacert=" + other.CA}
 	if code != 1 || !strings.Contains(out, want[0]) || !strings.Contains(out, want[1]) {
 		t.Fatalf("wrong CA: exit %d\n%s\nwant exit 1 and an error with %q", code, out, want)
+	}
+}
+
+// runRegistered runs the fixture app as container name, labelled
+// SERVICE_NAME=name so the catalog can be asked for it by that name, and
+// waits until its service is registered; it returns the service ID.
+func (r *rig) runRegistered(name string, env map[string]string) (*docker.Container, string) {
+	r.t.Helper()
+	ctr := runContainer(r.t, testenv.RunOptions{
+		Name: name, Labels: map[string]string{"SERVICE_NAME": name}, Ports: []string{"8080"}, Env: env,
+	})
+	id := r.serviceID(name)
+	r.waitService(id, nil)
+	return ctr, id
+}
+
+// reRegisterWithNewTags stops the registrar p and starts another with
+// other tags, so that it writes service id (and every other) again, and
+// waits until id carries them.
+func (r *rig) reRegisterWithNewTags(p *testenv.Process, id string) {
+	r.t.Helper()
+	p.Stop(10 * time.Second)
+	r.start("-resync", "1", "-tags", "v2")
+	r.waitService(id, func(s *api.AgentService) error {
+		if !strings.Contains(fmt.Sprint(s.Tags), "v2") {
+			return fmt.Errorf("not re-registered yet: tags %v", s.Tags)
+		}
+		return nil
+	})
+}
+
+// wantStillInMaintenance fails unless service id is in maintenance right
+// after its re-registration: checked at once, not waited for, as a
+// maintenance lost and put back later would leave a window of traffic.
+func (r *rig) wantStillInMaintenance(id, why string) {
+	r.t.Helper()
+	if st, err := r.checkStatus(maintenanceCheck(id)); err != nil || st != api.HealthCritical {
+		r.t.Fatalf("after the re-registration: maintenance check %q, %v; want critical (%s)", st, err, why)
 	}
 }
 
@@ -324,56 +381,27 @@ func TestDrainSurvivesReRegistration(t *testing.T) {
 	r := newRig(t)
 	p := r.start("-resync", "1")
 	name := testenv.RandomName("sy-it-redrain")
-	ctr := runContainer(t, testenv.RunOptions{
-		Name: name, Labels: map[string]string{"SERVICE_NAME": name}, Ports: []string{"8080"},
-		Env: map[string]string{"WEBAPP_DRAIN": "60s"},
-	})
-	id := r.node + ":" + name + ":8080"
-	r.waitService(id, nil)
-	sigterm(t, ctr)
-	maint := "_service_maintenance:" + id
-	r.waitCheck(maint, api.HealthCritical)
+	ctr, id := r.runRegistered(name, map[string]string{"WEBAPP_DRAIN": "60s"})
+	r.beginDrain(ctr, id)
 
-	p.Stop(10 * time.Second)
-	r.start("-resync", "1", "-tags", "v2")
-	r.waitService(id, func(s *api.AgentService) error {
-		if !strings.Contains(fmt.Sprint(s.Tags), "v2") {
-			return fmt.Errorf("not re-registered yet: tags %v", s.Tags)
-		}
-		return nil
-	})
-	if st, err := r.checkStatus(maint); err != nil || st != api.HealthCritical {
-		t.Fatalf("after the re-registration: maintenance check %q, %v; want critical (still draining)", st, err)
-	}
-	waitPassing(t, r, name, 0)
+	r.reRegisterWithNewTags(p, id)
+	r.wantStillInMaintenance(id, "still draining")
+	r.waitPassing(name, 0)
 }
 
 // `registrar drain` (host maintenance) survives a re-registration too.
 func TestHostDrainSurvivesReRegistration(t *testing.T) {
 	r := newRig(t)
 	p := r.start("-resync", "1")
-	name := testenv.RandomName("sy-it-hostredrain")
-	runContainer(t, testenv.RunOptions{Name: name, Labels: map[string]string{"SERVICE_NAME": name}, Ports: []string{"8080"}})
-	id := r.node + ":" + name + ":8080"
-	r.waitService(id, nil)
+	_, id := r.runRegistered(testenv.RandomName("sy-it-hostredrain"), nil)
 	code, out := runRegistrar(t, r.bin, nil, "drain", "--node-name", r.node, "consul://"+r.consul.Addr)
 	if code != 0 {
 		t.Fatalf("registrar drain: exit %d\n%s", code, out)
 	}
-	maint := "_service_maintenance:" + id
-	r.waitCheck(maint, api.HealthCritical)
+	r.waitDraining(id)
 
-	p.Stop(10 * time.Second)
-	r.start("-resync", "1", "-tags", "v2")
-	r.waitService(id, func(s *api.AgentService) error {
-		if !strings.Contains(fmt.Sprint(s.Tags), "v2") {
-			return fmt.Errorf("not re-registered yet: tags %v", s.Tags)
-		}
-		return nil
-	})
-	if st, err := r.checkStatus(maint); err != nil || st != api.HealthCritical {
-		t.Fatalf("after the re-registration: maintenance check %q, %v; want critical (host drained)", st, err)
-	}
+	r.reRegisterWithNewTags(p, id)
+	r.wantStillInMaintenance(id, "host drained")
 }
 
 // The agent restarts without its state while a container drains: the
@@ -382,18 +410,11 @@ func TestDrainSurvivesConsulRestart(t *testing.T) {
 	r := newRig(t)
 	r.start("-resync", "1")
 	name := testenv.RandomName("sy-it-cdrain")
-	ctr := runContainer(t, testenv.RunOptions{
-		Name: name, Labels: map[string]string{"SERVICE_NAME": name}, Ports: []string{"8080"},
-		Env: map[string]string{"WEBAPP_DRAIN": "60s"},
-	})
-	id := r.node + ":" + name + ":8080"
-	r.waitService(id, nil)
-	sigterm(t, ctr)
-	maint := "_service_maintenance:" + id
-	r.waitCheck(maint, api.HealthCritical)
+	ctr, id := r.runRegistered(name, map[string]string{"WEBAPP_DRAIN": "60s"})
+	r.beginDrain(ctr, id)
 
 	r.consul.Restart(t)
 	r.waitService(id, nil)
-	r.waitCheck(maint, api.HealthCritical)
-	waitPassing(t, r, name, 0)
+	r.waitDraining(id)
+	r.waitPassing(name, 0)
 }

@@ -19,6 +19,8 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "consul-client-cert", EnvVars: []string{"CONSUL_CLIENT_CERT"}, Usage: "client certificate for Consul TLS"},
 		&cli.StringFlag{Name: "consul-client-key", EnvVars: []string{"CONSUL_CLIENT_KEY"}, Usage: "client key for Consul TLS"},
 		&cli.StringFlag{Name: "consul-tls-server-name", EnvVars: []string{"CONSUL_TLS_SERVER_NAME"}, Usage: "server name for Consul TLS"},
+		&cli.BoolFlag{Name: "consul-mirror", EnvVars: []string{"RENDERER_CONSUL_MIRROR"}, Value: true, Usage: "serve consul-template from an in-process read mirror that holds at most 4 connections to the agent, whatever the number of watched services (see Large catalogs); false: consul-template talks to the agent itself, one connection per watched dependency"},
+		&cli.BoolFlag{Name: "consul-mirror-inline", EnvVars: []string{"RENDERER_CONSUL_MIRROR_INLINE"}, Value: true, Usage: "with --consul-mirror: the service template function reads the mirror in process instead of holding a blocking query per service, so a template over 10,000 services costs no connection, goroutine or descriptor per service (see Large catalogs); the KV path .switchyard-inline/ is the mirror's own"},
 		&cli.DurationFlag{Name: "consul-retry-max-backoff", EnvVars: []string{"RENDERER_CONSUL_RETRY_MAX_BACKOFF"}, Value: 10 * time.Second, Usage: "cap of the wait between Consul retries (retries never stop)"},
 
 		&cli.StringSliceFlag{Name: "template", Aliases: []string{"t"}, EnvVars: []string{"RENDERER_TEMPLATES"}, Usage: "SRC:DEST[:PROXY], repeatable (env: comma-separated); PROXY defaults to --proxy"},

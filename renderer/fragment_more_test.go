@@ -106,7 +106,7 @@ func putKV(t *testing.T, c *api.Client, k, v string) {
 // scaleOut registers a second instance of web and waits until requests
 // reach it, and until the proxy has reloaded (more than before) or taken
 // the change at runtime.
-func scaleOut(t *testing.T, consul *testenv.Consul, status, listen, host string, reloads int) {
+func scaleOut(t *testing.T, consul *testenv.Consul, status, listen, host string, reloads int64) {
 	t.Helper()
 	_, p2 := backend(t, "from web-2")
 	register(t, consul.Client, "web", "web-2", p2)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/switchyard/switchyard/renderer/statusdoc"
 	"github.com/switchyard/switchyard/scripts/testenv"
 )
 
@@ -66,40 +67,8 @@ func daemon(t *testing.T, args ...string) *syncBuffer {
 	return logs
 }
 
-// statusDoc is the part of /status the tests read.
-type statusDoc struct {
-	Ready     bool   `json:"ready"`
-	Reason    string `json:"reason"`
-	Templates []struct {
-		Dest          string `json:"dest"`
-		Accepted      bool   `json:"accepted"`
-		Swaps         int    `json:"swaps"`
-		Rejected      int    `json:"rejected"`
-		WriteErrors   int    `json:"write_errors"`
-		ExecErrors    int    `json:"exec_errors"`
-		LastError     string `json:"last_error"`
-		LastErrorKind string `json:"last_error_kind"`
-		Held          bool   `json:"held"`
-	} `json:"templates"`
-	Proxies []struct {
-		Name            string `json:"name"`
-		Reloads         int    `json:"reloads"`
-		ReloadFailures  int    `json:"reload_failures"`
-		Rollbacks       int    `json:"rollbacks"`
-		LastReloadError string `json:"last_reload_error"`
-		Up              bool   `json:"up"`
-		Deaths          int    `json:"deaths"`
-		Restarts        int    `json:"restarts"`
-		ReloadPending   bool   `json:"reload_pending"`
-		RuntimeApplies  int    `json:"runtime_applies"`
-	} `json:"proxies"`
-	Runner struct {
-		Rebuilds        int    `json:"rebuilds"`
-		OutageRebuilds  int    `json:"outage_rebuilds"`
-		ConsulErrors    int    `json:"consul_errors"`
-		ConsulDownSince string `json:"consul_down_since"`
-	} `json:"runner"`
-}
+// statusDoc is the /status document.
+type statusDoc = statusdoc.Doc
 
 // getStatus reads /status from a renderer's --status-addr (host:port).
 func getStatus(t *testing.T, addr string) statusDoc {

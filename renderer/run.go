@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"text/template"
 
 	"github.com/hashicorp/consul-template/manager"
 	ctrenderer "github.com/hashicorp/consul-template/renderer"
@@ -103,6 +104,7 @@ type app struct {
 	reloaders map[string]supervise.Reloader
 	sup       *supervise.Supervisor
 	statusLn  net.Listener
+	mirror    *mirrorRun // nil: --consul-mirror=false
 }
 
 func run(c *cli.Context, m mode) error {
@@ -119,6 +121,9 @@ func run(c *cli.Context, m mode) error {
 	bridge := logbridge.New(log, logbridge.Options{
 		Secrets:     []string{cfg.Consul.Token, os.Getenv("CONSUL_HTTP_TOKEN"), os.Getenv("CONSUL_TOKEN"), os.Getenv("VAULT_TOKEN")},
 		SecretFiles: []string{cfg.Consul.TokenFile, os.Getenv("CONSUL_HTTP_TOKEN_FILE")},
+		// The mirror holds the agent connections: consul-template's
+		// count of its watches says nothing about Consul's load then.
+		WatchesAreLocal: c.Bool("consul-mirror"),
 	})
 	defer bridge.Restore()
 	for _, w := range cfg.Warnings {
@@ -152,35 +157,23 @@ func wire(ctx context.Context, c *cli.Context, cfg *config.Config, m mode, log *
 	}
 	a := &app{cfg: cfg, log: log, rec: status.NewRecorder(redact), hist: status.NewHistograms(),
 		reloaders: map[string]supervise.Reloader{}}
+	wired := false
+	defer func() {
+		if !wired && a.mirror != nil {
+			a.mirror.close() // a start that fails leaves no listener behind
+		}
+	}()
 	if err := a.buildTargets(ctx, m); err != nil {
 		return nil, err
 	}
-	var pipe supervise.Pipeline
-	var render ctrenderer.Renderer
-	if m == modePlan {
-		p := pipeline.NewPlan(ctx, c.App.Writer, cfg.CommandTimeout, a.targets)
-		pipe, render = p, p.Render
-	} else {
-		p := pipeline.New(ctx, pipeline.Options{Log: log, Timeout: cfg.CommandTimeout,
-			MaxRemoval: cfg.MaxRemoval, HoldDown: cfg.HoldDown, Status: a.rec, Observer: a.hist}, a.targets)
-		pipe, render = p, p.Render
-	}
-	newEngine := func() (supervise.Engine, error) {
-		r, err := manager.NewRunner(cfg.ConsulTemplate(render, fm), false)
-		if err != nil {
-			return nil, err
+	if c.Bool("consul-mirror") {
+		// Before the runner and the probe are built: both go through it.
+		var err error
+		if a.mirror, err = startMirror(cfg, log, a.hist); err != nil {
+			return nil, fmt.Errorf("%w: --consul-mirror: %w", errSetup, err)
 		}
-		return supervise.NewEngine(r), nil
 	}
-	a.sup = supervise.New(supervise.Options{
-		ConsulUp: cfg.ConsulProbe(), Log: log, NewEngine: newEngine, Pipeline: pipe,
-		Proxies: a.reloaders, Status: a.rec, Observer: a.hist,
-		WaitMin: cfg.WaitMin, WaitMax: cfg.WaitMax, MinReloadGap: cfg.MinReloadGap,
-		Once: m != modeDaemon, MaxProxyDeaths: cfg.MaxProxyDeaths,
-		RuntimeApply: cfg.RuntimeApply,
-		Reread:       rereadOn(ctx, m), CheckTemplates: func() map[string]error { return cfg.CheckTemplates(fm) },
-		Dests: cfg.Dests(),
-	})
+	a.sup = a.newSupervisor(ctx, c, m, fm)
 	// The status server is the daemon's: once and plan are over before
 	// anyone would scrape them.
 	if addr := c.String("status-addr"); addr != "" && m == modeDaemon {
@@ -191,7 +184,62 @@ func wire(ctx context.Context, c *cli.Context, cfg *config.Config, m mode, log *
 		a.statusLn = ln
 		log.Info("status server listening", "addr", ln.Addr().String())
 	}
+	wired = true
 	return a, nil
+}
+
+// newSupervisor builds the pipeline (or the plan) over the targets and
+// the supervisor that drives consul-template, the proxies and the
+// pipeline.
+func (a *app) newSupervisor(ctx context.Context, c *cli.Context, m mode, fm template.FuncMap) *supervise.Supervisor {
+	cfg, log := a.cfg, a.log
+	var pipe supervise.Pipeline
+	var render ctrenderer.Renderer
+	if m == modePlan {
+		p := pipeline.NewPlan(ctx, c.App.Writer, cfg.CommandTimeout, a.targets)
+		pipe, render = p, p.Render
+	} else {
+		p := pipeline.New(ctx, pipeline.Options{Log: log, Timeout: cfg.CommandTimeout,
+			MaxRemoval: cfg.MaxRemoval, HoldDown: cfg.HoldDown, Status: a.rec, Observer: a.hist}, a.targets)
+		pipe, render = p, p.Render
+	}
+	newEngine := a.engines(render, fm, a.mirror != nil && c.Bool("consul-mirror-inline"))
+	return supervise.New(supervise.Options{
+		ConsulUp: cfg.ConsulProbe(), Log: log, NewEngine: newEngine, Pipeline: pipe,
+		Proxies: a.reloaders, Status: a.rec, Observer: a.hist,
+		WaitMin: cfg.WaitMin, WaitMax: cfg.WaitMax, MinReloadGap: cfg.MinReloadGap,
+		Once: m != modeDaemon, MaxProxyDeaths: cfg.MaxProxyDeaths,
+		RuntimeApply: cfg.RuntimeApply,
+		Reread:       rereadOn(ctx, m), CheckTemplates: func() map[string]error { return cfg.CheckTemplates(fm) },
+		Dests: cfg.Dests(),
+	})
+}
+
+// engines builds a consul-template runner for each (re)start; with
+// inline, each runner gets an inline session of the mirror, closed when
+// the runner stops.
+func (a *app) engines(render ctrenderer.Renderer, fm template.FuncMap, inline bool) func() (supervise.Engine, error) {
+	return func() (supervise.Engine, error) {
+		ct := a.cfg.ConsulTemplate(render, fm)
+		var stop func()
+		if inline {
+			in, err := a.mirror.inline(ct, a.log)
+			if err != nil {
+				return nil, err
+			}
+			if in != nil {
+				stop = in.Close
+			}
+		}
+		r, err := manager.NewRunner(ct, false)
+		if err != nil {
+			if stop != nil {
+				stop()
+			}
+			return nil, err
+		}
+		return supervise.NewEngine(r, stop), nil
+	}
 }
 
 // buildTargets makes one pipeline target per template, and one proxy per
@@ -206,7 +254,10 @@ func (a *app) buildTargets(ctx context.Context, m mode) error {
 			if err != nil {
 				return fmt.Errorf("%w: %w", errSetup, err)
 			}
-			tg.Proxy, tg.Validator, tg.Backends = key, v, backendsOf(t.Proxy)
+			tg.Proxy, tg.Validator, tg.Backends = key, v, backendsOf(t)
+			if ro, ok := r.(runtimeOnlyChecker); ok && a.cfg.RuntimeApply && m != modePlan {
+				tg.RuntimeOnly = ro.RuntimeOnly
+			}
 			if a.cfg.ValidateCmd == "" {
 				tg.Set = r // a unit's members are validated together
 			}
@@ -222,15 +273,27 @@ func (a *app) buildTargets(ctx context.Context, m mode) error {
 	return nil
 }
 
-// backendsOf is how the stale guard counts servers in a proxy's config.
-// Caddy has none: its upstreams live in reverse_proxy lines or JSON,
-// shapes a line counter would misread.
-func backendsOf(kind string) func([]byte) pipeline.Counts {
-	switch kind {
+// runtimeOnlyChecker is a proxy that tells a membership-only render, which it
+// applies and checks at runtime, from one it must validate first
+// (pipeline.Target.RuntimeOnly).
+type runtimeOnlyChecker interface {
+	RuntimeOnly(live, next []byte) bool
+}
+
+// backendsOf is how the stale guard counts servers in a proxy's config:
+// upstreams per nginx upstream, servers per HAProxy backend, static
+// upstreams per Caddyfile reverse_proxy. A Caddy JSON config is not
+// counted (its pools are not lines).
+func backendsOf(t config.Template) func([]byte) pipeline.Counts {
+	switch t.Proxy {
 	case config.ProxyNginx:
 		return pipeline.NginxUpstreams
 	case config.ProxyHAProxy:
 		return pipeline.HAProxyBackends
+	case config.ProxyCaddy:
+		if !strings.HasSuffix(t.Dest, ".json") {
+			return pipeline.CaddyUpstreams
+		}
 	}
 	return nil
 }
@@ -238,6 +301,11 @@ func backendsOf(kind string) func([]byte) pipeline.Counts {
 // serve runs the supervisor, the status server and, as PID 1, the reaper.
 func (a *app) serve(ctx context.Context, m mode) error {
 	g, gctx := errgroup.WithContext(ctx)
+	if a.mirror != nil {
+		defer a.mirror.close()
+		g.Go(func() error { return a.mirror.m.Run(gctx) })
+		g.Go(func() error { return a.mirror.m.Serve(gctx, a.mirror.ln) })
+	}
 	if os.Getpid() == 1 {
 		g.Go(func() error { reapLoop(gctx); return nil })
 	}

@@ -5,8 +5,6 @@ package main
 // supervising a real HAProxy with the shipped template, real requests.
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,8 +18,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,49 +28,6 @@ var (
 	haproxyLoadChanges = flag.Int("haproxy-load-changes", 20, "membership changes TestHAProxyRuntimeApplyUnderKeepAliveLoad makes per mode, 250ms apart")
 	haproxyLoadCompare = flag.Bool("haproxy-load-compare", false, "TestHAProxyRuntimeApplyUnderKeepAliveLoad also runs with --runtime-apply=false, for comparison")
 )
-
-// hxRenderer is the renderer run in-process, which a test can stop (and
-// then start another one on the same files).
-type hxRenderer struct {
-	logs *syncBuffer
-	stop func()
-}
-
-func hxStartRenderer(t *testing.T, args ...string) *hxRenderer {
-	t.Helper()
-	r := &hxRenderer{logs: &syncBuffer{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- newApp(io.Discard, r.logs).RunContext(ctx, append([]string{"renderer"}, args...))
-	}()
-	var once sync.Once
-	r.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("renderer exited with %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("renderer did not stop within 30s")
-			}
-		})
-	}
-	t.Cleanup(func() {
-		r.stop()
-		if t.Failed() {
-			t.Logf("renderer log:\n%s", r.logs.String())
-		}
-	})
-	return r
-}
-
-func hxStatus(t testing.TB, addr string) runtimeProxyStatus {
-	t.Helper()
-	return proxyStatus(t, addr, "haproxy")
-}
 
 // hxMasterCLI sends one command to HAProxy's master CLI socket.
 func hxMasterCLI(sock, cmd string) (string, error) {
@@ -169,12 +122,14 @@ func hxReachesExactly(listen, host string, want ...string) func() error {
 	}
 }
 
-// hxSetup is one renderer supervising HAProxy with the shipped template.
+// hxSetup is a rig supervising HAProxy with the shipped template, and
+// the master CLI the tests ask what the worker really has.
 type hxSetup struct {
-	listen, status, dest, sock string
-	args                       []string
+	proxyRig
+	sock string
 }
 
+// hxNewSetup is a rig for HAProxy; extra are more renderer flags.
 func hxNewSetup(t *testing.T, consulAddr string, extra ...string) hxSetup {
 	t.Helper()
 	bin := testenv.HAProxyBinary(t)
@@ -184,24 +139,11 @@ func hxNewSetup(t *testing.T, consulAddr string, extra ...string) hxSetup {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	s := hxSetup{
-		listen: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
-		status: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
-		dest:   filepath.Join(dir, "haproxy.cfg"),
-		sock:   filepath.Join(dir, "haproxy-master.sock"),
-	}
-	t.Setenv("SWITCHYARD_LISTEN", s.listen)
-	tmpl, _ := filepath.Abs("../templates/haproxy.cfg.tmpl")
-	s.args = append([]string{"--consul-addr", consulAddr, "--template", tmpl + ":" + s.dest + ":haproxy",
-		"--proxy-mode", "supervise", "--haproxy-bin", bin, "--wait", "10ms:100ms", "--min-reload-gap", "0s",
-		"--hold-down", "1s", "--status-addr", s.status}, extra...)
-	return s
-}
-
-// settled waits until HAProxy is up with every render loaded.
-func (s hxSetup) settled(t *testing.T) runtimeProxyStatus {
-	t.Helper()
-	return settledStatus(t, s.status, "haproxy")
+	addrs := localAddrs(t, 2)
+	s := proxyRig{kind: "haproxy", listen: addrs[0], status: addrs[1], dest: filepath.Join(dir, "haproxy.cfg")}
+	s = s.withRenderer(t, consulAddr, shippedTemplate("haproxy.cfg.tmpl", s.dest)+":haproxy",
+		append([]string{"--haproxy-bin", bin, "--hold-down", "1s"}, extra...)...)
+	return hxSetup{proxyRig: s, sock: filepath.Join(dir, "haproxy-master.sock")}
 }
 
 // TestHAProxyRuntimeApplyEndToEnd: instances registered and deregistered
@@ -220,7 +162,7 @@ func TestHAProxyRuntimeApplyEndToEnd(t *testing.T) {
 	}
 	register(t, consul.Client, "web", "web-1", ports["one"])
 	register(t, consul.Client, "web", "web-2", ports["two"])
-	r := hxStartRenderer(t, s.args...)
+	r := s.start(t)
 	testenv.Eventually(t, 20*time.Second, hxReachesExactly(s.listen, "web.localhost", "one", "two"))
 	base := s.settled(t)
 	pid := hxWorkerPid(t, s.sock)
@@ -229,7 +171,7 @@ func TestHAProxyRuntimeApplyEndToEnd(t *testing.T) {
 		t.Helper()
 		testenv.Eventually(t, 10*time.Second, hxReachesExactly(s.listen, "web.localhost", want...))
 		testenv.Eventually(t, 5*time.Second, func() error {
-			st := hxStatus(t, s.status)
+			st := s.now(t)
 			switch {
 			case st.Reloads != base.Reloads || st.RuntimeFailures != base.RuntimeFailures:
 				return fmt.Errorf("reloaded or failed: %+v (before %+v)", st, base)
@@ -257,7 +199,7 @@ func TestHAProxyRuntimeApplyEndToEnd(t *testing.T) {
 		register(t, consul.Client, "api", "api-1", ports["api"])
 		testenv.Eventually(t, 10*time.Second, hxReachesExactly(s.listen, "api.localhost", "api"))
 		testenv.Eventually(t, 5*time.Second, func() error {
-			if st := hxStatus(t, s.status); st.Reloads <= base.Reloads || st.ReloadPending {
+			if st := s.now(t); st.Reloads <= base.Reloads || st.ReloadPending {
 				return fmt.Errorf("no reload for the new backend: %+v", st)
 			}
 			return nil
@@ -272,11 +214,11 @@ func TestHAProxyRuntimeApplyEndToEnd(t *testing.T) {
 		if out, err := hxMasterCLI(s.sock, "@1 set server "+two+" state maint; @1 del server "+two); err != nil || !strings.Contains(out, "Server deleted.") {
 			t.Fatalf("del server %s: %v %q", two, err, out)
 		}
-		fellBack := hxStatus(t, s.status)
+		fellBack := s.now(t)
 		register(t, consul.Client, "web", "web-1", ports["one"])
 		testenv.Eventually(t, 10*time.Second, hxReachesExactly(s.listen, "web.localhost", "one", "two", "three"))
 		testenv.Eventually(t, 5*time.Second, func() error {
-			st := hxStatus(t, s.status)
+			st := s.now(t)
 			if st.RuntimeFailures <= fellBack.RuntimeFailures || st.RuntimeFallbacks <= fellBack.RuntimeFallbacks || st.Reloads <= fellBack.Reloads {
 				return fmt.Errorf("no failed runtime apply and fallback reload: %+v (before %+v)", st, fellBack)
 			}
@@ -296,7 +238,7 @@ func TestHAProxyRuntimeApplyEndToEnd(t *testing.T) {
 			}
 			return nil
 		})
-		hxStartRenderer(t, s.args...)
+		s.start(t)
 		testenv.Eventually(t, 20*time.Second, hxReachesExactly(s.listen, "web.localhost", "one", "two", "three"))
 		s.settled(t) // the master CLI answers
 		if now, _ := os.ReadFile(s.dest); string(now) != string(file) {
@@ -315,154 +257,47 @@ func TestHAProxyRuntimeApplyEndToEnd(t *testing.T) {
 // --runtime-apply=false, where changes reload, and logs the failures.
 func TestHAProxyRuntimeApplyUnderKeepAliveLoad(t *testing.T) {
 	consul := testenv.StartConsul(t)
-	modes := []bool{true}
-	if *haproxyLoadCompare {
-		modes = append(modes, false)
-	}
-	for _, runtimeApply := range modes {
-		t.Run(fmt.Sprintf("runtime-apply=%t", runtimeApply), func(t *testing.T) {
-			res := hxLoadRun(t, consul, runtimeApply, *haproxyLoadChanges)
-			t.Logf("runtime-apply=%t: %d changes, %d requests, %d failed %v; reloads %d, runtime applies %d, workers seen %d",
-				runtimeApply, res.changes, res.requests, res.failed, res.reasons, res.reloads, res.applies, res.workers)
-			if runtimeApply && (res.failed != 0 || res.reloads != 0 || res.workers != 1) {
-				t.Errorf("with runtime apply: %d failed requests, %d reloads, %d workers; want 0, 0, 1", res.failed, res.reloads, res.workers)
-			}
-			// Renders that come while one is validated are coalesced: fewer
-			// applies than changes, but at least one, and the last state.
-			if runtimeApply && res.applies < 1 {
-				t.Errorf("no runtime apply for %d changes", res.changes)
-			}
-		})
-	}
-}
-
-type hxLoadResult struct {
-	changes, requests, failed, reloads, applies, workers int
-	reasons                                              map[string]int
-}
-
-// hxLoadRun starts a renderer, keeps two instances of "web" registered,
-// adds and removes two more, one change every 250ms, under 32 keep-alive
-// clients, and counts what failed.
-func hxLoadRun(t *testing.T, consul *testenv.Consul, runtimeApply bool, changes int) hxLoadResult {
-	s := hxNewSetup(t, consul.Addr, "--runtime-apply="+strconv.FormatBool(runtimeApply))
-	ports := map[string]int{}
-	for _, id := range []string{"web-a", "web-b", "web-c", "web-d"} {
-		_, ports[id] = backend(t, id)
-	}
-	register(t, consul.Client, "web", "web-a", ports["web-a"])
-	register(t, consul.Client, "web", "web-b", ports["web-b"])
-	t.Cleanup(func() {
-		for id := range ports {
-			_ = consul.Client.Agent().ServiceDeregister(id)
+	forEachMode(t, runtimeApplyModes(*haproxyLoadCompare), func(t *testing.T, runtimeApply bool) {
+		res := hxLoadRun(t, consul, runtimeApply, *haproxyLoadChanges)
+		t.Logf("runtime-apply=%t: %s, workers seen %d", runtimeApply, res.loadResult, res.workers)
+		if runtimeApply && (res.failed != 0 || res.reloads != 0 || res.workers != 1) {
+			t.Errorf("with runtime apply: %d failed requests, %d reloads, %d workers; want 0, 0, 1", res.failed, res.reloads, res.workers)
+		}
+		// Renders that come while one is validated are coalesced: fewer
+		// applies than changes, but at least one, and the last state.
+		if runtimeApply && res.applies < 1 {
+			t.Errorf("no runtime apply for %d changes", res.changes)
 		}
 	})
-	hxStartRenderer(t, s.args...)
+}
+
+// hxLoadResult is a load run's measure and how many HAProxy workers
+// served it: a reload starts a new one.
+type hxLoadResult struct {
+	loadResult
+	workers int
+}
+
+// hxLoadRun is one mode of the load test against HAProxy; it also notes
+// every worker pid it sees, after each change and at the end.
+func hxLoadRun(t *testing.T, consul *testenv.Consul, runtimeApply bool, changes int) hxLoadResult {
+	s := hxNewSetup(t, consul.Addr, runtimeApplyFlag(runtimeApply))
+	ports := registerWebPool(t, consul)
+	s.start(t)
 	testenv.Eventually(t, 20*time.Second, hxReachesExactly(s.listen, "web.localhost", "web-a", "web-b"))
 	base := s.settled(t)
 	workers := map[int]bool{hxWorkerPid(t, s.sock): true}
 
-	var requests, failed atomic.Int64
-	var mu sync.Mutex
-	reasons := map[string]int{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			c := &hxKeepAliveClient{addr: s.listen, host: "web.localhost"}
-			defer c.close()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				requests.Add(1)
-				if why := c.do(); why != "" {
-					failed.Add(1)
-					mu.Lock()
-					reasons[why]++
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	t.Cleanup(stopLoad) // a failed step must not leave the clients running
-	tick := time.NewTicker(250 * time.Millisecond)
-	for i := range changes {
-		<-tick.C
-		id := []string{"web-c", "web-d"}[(i/2)%2]
-		if i%2 == 0 {
-			register(t, consul.Client, "web", id, ports[id])
-		} else if err := consul.Client.Agent().ServiceDeregister(id); err != nil {
-			t.Error(err)
-		}
+	load := startWebLoad(t, s.listen)
+	churnWeb(t, consul, ports, changes, func() {
 		if pid, err := hxTryWorkerPid(s.sock); err == nil { // a master re-executing does not answer
 			workers[pid] = true
 		}
-	}
-	tick.Stop()
+	})
 	// The clients stop once the last change has reached HAProxy.
-	final := []string{"web-a", "web-b"}
-	if changes%2 == 1 {
-		final = append(final, []string{"web-c", "web-d"}[((changes-1)/2)%2])
-	}
-	testenv.Eventually(t, 20*time.Second, hxReachesExactly(s.listen, "web.localhost", final...))
+	testenv.Eventually(t, 20*time.Second, hxReachesExactly(s.listen, "web.localhost", churnFinal(changes)...))
 	s.settled(t)
-	stopLoad()
+	res := load.Stop()
 	workers[hxWorkerPid(t, s.sock)] = true
-	after := s.settled(t)
-	return hxLoadResult{changes: changes, requests: int(requests.Load()), failed: int(failed.Load()), reasons: reasons,
-		reloads: after.Reloads - base.Reloads, applies: after.RuntimeApplies - base.RuntimeApplies, workers: len(workers)}
-}
-
-// hxKeepAliveClient sends HTTP/1.1 requests on one connection and never
-// retries: Go's http.Transport silently resends an idempotent request
-// whose reused connection the server closed, which hides exactly the
-// failures this test counts. A request fails when any step fails (dial,
-// write, read) or its status is not 200.
-type hxKeepAliveClient struct {
-	addr, host string
-	conn       net.Conn
-	br         *bufio.Reader
-}
-
-func (c *hxKeepAliveClient) do() string {
-	if c.conn == nil {
-		conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
-		if err != nil {
-			return "dial"
-		}
-		c.conn, c.br = conn, bufio.NewReader(conn)
-	}
-	_ = c.conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c.conn, "GET / HTTP/1.1\r\nHost: "+c.host+"\r\n\r\n"); err != nil {
-		c.close()
-		return "write"
-	}
-	resp, err := http.ReadResponse(c.br, nil)
-	if err != nil {
-		c.close()
-		return "read"
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.Close {
-		c.close() // the server said this connection ends here: not a failure
-	}
-	switch {
-	case err != nil:
-		return "body"
-	case resp.StatusCode != 200:
-		return "status " + strconv.Itoa(resp.StatusCode)
-	}
-	return ""
-}
-
-func (c *hxKeepAliveClient) close() {
-	if c.conn != nil {
-		c.conn.Close()
-		c.conn, c.br = nil, nil
-	}
+	return hxLoadResult{loadResult: s.measure(t, res, changes, base), workers: len(workers)}
 }

@@ -6,19 +6,13 @@ package main
 // module), real requests on 127.0.0.1.
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,12 +190,8 @@ func ngxLoadRun(t *testing.T, runtime bool, changes int) ngxLoadResult {
 	base := s.settled(t)
 	swapped := s.logs.count("config swapped")
 
-	var ok, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() { ngxKeepAliveLoop(s.listen, "web.localhost", stop, &ok, &failed) })
-	}
+	load := testenv.StartKeepAliveLoad(s.listen, "web.localhost", 32)
+	t.Cleanup(func() { load.Stop() }) // a failed step must not leave the clients running
 	// An instance in, then out again: each change is membership only.
 	for i := range changes {
 		time.Sleep(250 * time.Millisecond) // the pace being measured, not a wait for a condition
@@ -211,13 +201,18 @@ func ngxLoadRun(t *testing.T, runtime bool, changes int) ngxLoadResult {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // let the last change land under load
-	close(stop)
-	wg.Wait()
+	// The last change lands under load: nginx serves exactly the final
+	// members (web-3 is in after an odd number of changes).
+	final := []string{"web-1", "web-2"}
+	if changes%2 == 1 {
+		final = append(final, "web-3")
+	}
+	ngxServedBy(t, s.listen, "web.localhost", 20, final...)
+	res := load.Stop()
 	st := s.settled(t)
-	return ngxLoadResult{changes: changes, total: int(ok.Load() + failed.Load()), failed: int(failed.Load()),
-		took: ngxLoadTimes(s.logs.String()), swaps: s.logs.count("config swapped") - swapped, reloads: st.Reloads - base.Reloads, applies: st.RuntimeApplies - base.RuntimeApplies,
-		fallbacks: st.RuntimeFallbacks - base.RuntimeFallbacks}
+	return ngxLoadResult{changes: changes, total: res.Requests, failed: res.Failed,
+		took: ngxLoadTimes(s.logs.String()), swaps: s.logs.count("config swapped") - swapped, reloads: int(st.Reloads - base.Reloads), applies: int(st.RuntimeApplies - base.RuntimeApplies),
+		fallbacks: int(st.RuntimeFallbacks - base.RuntimeFallbacks)}
 }
 
 // ngxLoadTimes is the median and the maximum of the took= of the
@@ -236,56 +231,43 @@ func ngxLoadTimes(log string) string {
 	return fmt.Sprintf("median %s, max %s", ds[len(ds)/2], ds[len(ds)-1])
 }
 
-// ngxKeepAliveLoop sends GETs on one keep-alive connection until stop,
-// the way wrk does: a request that gets no complete 200 answer is a
-// failure, and the connection is dialed again. net/http's client would
-// resend a GET that met a closed idle connection and hide the failure.
-func ngxKeepAliveLoop(addr, host string, stop <-chan struct{}, ok, failed *atomic.Int64) {
-	var conn net.Conn
-	var br *bufio.Reader
-	req := "GET / HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		if conn == nil {
-			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-			if err != nil {
-				failed.Add(1)
-				continue
-			}
-			conn, br = c, bufio.NewReader(c)
-		}
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		resp, err := ngxRoundTrip(conn, br, req)
-		if err != nil || resp.StatusCode != 200 {
-			failed.Add(1)
-		} else {
-			ok.Add(1)
-		}
-		if err != nil || resp.Close {
-			conn.Close()
-			conn = nil
-		}
-	}
-}
+// TestNginxLateRejectionRollsBack: a membership-only render goes live
+// without waiting for validation (issue 9's change -> served latency) and
+// is validated right after the runtime apply. When the validator rejects
+// it then, the renderer puts the last proved file back and reloads it:
+// nginx serves the proved members again, /status counts the rejection
+// and the rollback, and a later good change still applies at runtime.
+// The validator here is a --validate-cmd refusing one backend's address,
+// which the membership diff cannot know about.
+func TestNginxLateRejectionRollsBack(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	_, p1 := backend(t, "one")
+	_, pBad := backend(t, "refused")
+	register(t, consul.Client, "web", "web-1", p1)
+	s := ngxNewSetup(t, consul.Addr, "--validate-cmd", fmt.Sprintf("! grep -q '127.0.0.1:%d ' {{path}}", pBad))
+	testenv.Eventually(t, 15*time.Second, expect(s.listen, "web.localhost", 200, "one"))
+	s.settled(t)
+	before := getStatus(t, s.status)
 
-func ngxRoundTrip(conn net.Conn, br *bufio.Reader, req string) (*http.Response, error) {
-	if _, err := io.WriteString(conn, req); err != nil {
-		return nil, err
+	register(t, consul.Client, "web", "web-bad", pBad)
+	testenv.Eventually(t, 15*time.Second, func() error {
+		st := getStatus(t, s.status)
+		if st.Templates[0].Rejected <= before.Templates[0].Rejected || st.Proxies[0].Rollbacks <= before.Proxies[0].Rollbacks {
+			return fmt.Errorf("no late rejection and rollback yet: %+v %+v", st.Templates[0], st.Proxies[0])
+		}
+		return nil
+	})
+	s.settled(t)
+	ngxServedBy(t, s.listen, "web.localhost", 20, "one")
+
+	// The refused instance leaves; a good one arrives: applied at runtime.
+	if err := consul.Client.Agent().ServiceDeregister("web-bad"); err != nil {
+		t.Fatal(err)
 	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return nil, err
+	_, p2 := backend(t, "two")
+	register(t, consul.Client, "web", "web-2", p2)
+	ngxServedBy(t, s.listen, "web.localhost", 20, "one", "two")
+	if st := getStatus(t, s.status); st.Templates[0].LastError != "" {
+		t.Errorf("a good change after the rollback: last error %q", st.Templates[0].LastError)
 	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp, err
 }

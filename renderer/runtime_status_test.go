@@ -8,21 +8,12 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/scripts/testenv"
+
+	"github.com/switchyard/switchyard/renderer/statusdoc"
 )
 
-// runtimeProxyStatus is one proxy's entry of /status, as the runtime-apply
-// tests of every proxy read it.
-type runtimeProxyStatus struct {
-	Name             string `json:"name"`
-	Reloads          int    `json:"reloads"`
-	ReloadFailures   int    `json:"reload_failures"`
-	RuntimeApplies   int    `json:"runtime_applies"`
-	RuntimeFailures  int    `json:"runtime_apply_failures"`
-	RuntimeFallbacks int    `json:"runtime_fallbacks"`
-	LastRuntimeError string `json:"last_runtime_apply_error"`
-	ReloadPending    bool   `json:"reload_pending"`
-	Up               bool   `json:"up"`
-}
+// runtimeProxyStatus is one proxy's entry of /status.
+type runtimeProxyStatus = statusdoc.Proxy
 
 // proxyStatus reads the /status entry of the proxy whose key is kind or
 // starts with "kind:" from a renderer's --status-addr.
@@ -32,9 +23,7 @@ func proxyStatus(t testing.TB, addr, kind string) runtimeProxyStatus {
 	if err != nil || code != 200 {
 		t.Fatalf("/status: %d %v", code, err)
 	}
-	var doc struct {
-		Proxies []runtimeProxyStatus `json:"proxies"`
-	}
+	var doc statusdoc.Doc
 	if err := json.Unmarshal([]byte(body), &doc); err != nil {
 		t.Fatalf("/status: %v", err)
 	}

@@ -73,21 +73,7 @@ func TestDaemonStatusServer(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, expect(listen, "x", 200, "hello"))
 
 	put("site/extra", "no_such_directive on;")
-	var doc struct {
-		Ready     bool `json:"ready"`
-		Templates []struct {
-			Source    string `json:"source"`
-			Dest      string `json:"dest"`
-			Proxy     string `json:"proxy"`
-			Accepted  bool   `json:"accepted"`
-			Swaps     int    `json:"swaps"`
-			LastError string `json:"last_error"`
-			Rejected  int    `json:"rejected"`
-		} `json:"templates"`
-		Proxies []struct {
-			Name string `json:"name"`
-		} `json:"proxies"`
-	}
+	var doc statusDoc
 	testenv.Eventually(t, 10*time.Second, func() error {
 		code, b, err := httpGet(base + "/status")
 		if err != nil || code != 200 {

@@ -12,13 +12,15 @@
 #       worker generations and old workers left, for keep-alive and
 #       new-connection clients, over membership and structural changes.
 #       Flags: -changes 50 -interval 250ms -conns 32 -trials 20
-#       -proxies nginx,haproxy,caddy -drain-wait 0 (the proxy's own limit) -keep.
+#       -proxies nginx,haproxy,caddy -tools switchyard,switchyard-reload,consul-template
+#       (one alone measures its latency without the others' load) -drain-wait 0
+#       (the proxy's own limit) -keep.
 #       Full run about 5-6 minutes on 2 cores; quick look:
 #       scripts/bench.sh membership -changes 10 -trials 5 -proxies nginx
 #   scripts/bench.sh scale [flags]       issue 11: S services x 3 on a private agent at
 #       Consul's default limits; first complete render, connections held, RSS,
 #       CPU, WARN lines, for the renderer and consul-template side by side.
-#       Flags: -sizes 100,300,1000 -10000 (adds 10000) -timeout 45s.
+#       Flags: -sizes 100,300,1000 -10000 (adds 10000) -timeout 45s -tools -keep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 envfile=$(scripts/setup.sh --bench)

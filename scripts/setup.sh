@@ -4,6 +4,7 @@
 # demo.sh; prints the versions it found and the env file the others source.
 #
 #   nginx, haproxy, caddy, wrk, hyperfine  Debian packages
+#   libnginx-mod-stream                     nginx TCP routes (stream {}, issue 10)
 #   libnginx-mod-http-lua, lua-resty-core   nginx's Lua module (with
 #                                           libnginx-mod-http-ndk): the shipped
 #                                           nginx template's membership
@@ -140,7 +141,7 @@ ensure_docker() {
 main() {
 	command -v go >/dev/null || { log "go is required (Go 1.26)"; exit 1; }
 	apt_install nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk hyperfine:hyperfine curl:curl
-	dpkg_install libnginx-mod-http-ndk libnginx-mod-http-lua lua-resty-core
+	dpkg_install libnginx-mod-http-ndk libnginx-mod-http-lua lua-resty-core libnginx-mod-stream
 	stop_system_nginx
 	ensure_docker
 	build_consul

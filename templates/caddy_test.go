@@ -26,6 +26,9 @@ import (
 
 const caddyTmpl = "Caddyfile.tmpl"
 
+// caddyRules: Caddy's core has no TCP routes.
+var caddyRules = proxyRules{}
+
 // caddyEnv is the renderer environment the Caddy renders use.
 var caddyEnv = []string{"SWITCHYARD_LISTEN=" + fuzzListen, "SWITCHYARD_CADDY_ADMIN=127.0.0.1:12019",
 	"SWITCHYARD_CADDY_RESOLVER=127.0.0.1:18053", "SWITCHYARD_CADDY_REFRESH=100ms"}
@@ -37,7 +40,7 @@ func TestCaddyTemplate(t *testing.T) {
 			out := render(t, caddyTmpl, s, caddyEnv)
 			golden(t, "caddy-"+s.name+".Caddyfile", out)
 			noInjectedDirective(t, out, "include", "return 200", "import")
-			if err := checkCaddy(t, out, model(catalogOf(s))); err != nil {
+			if err := checkCaddy(t, out, model(catalogOf(s), caddyRules)); err != nil {
 				t.Errorf("%v\n%s", err, out)
 			}
 			caddyAccepts(t, caddy, out)
@@ -55,7 +58,7 @@ func TestCaddyTemplateDefaults(t *testing.T) {
 	two := scenarios[1]
 	out := string(render(t, caddyTmpl, two, nil))
 	for _, want := range []string{"    admin 127.0.0.1:2019\n", "http://:8080 {\n    bind 127.0.0.1\n", "dynamic srv web.8080.svc.switchyard. {",
-		"resolvers 127.0.0.1:8053", "refresh 100ms"} {
+		"resolvers 127.0.0.1:8053", "refresh 20ms"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("default render lacks %q:\n%s", want, out)
 		}
@@ -109,7 +112,7 @@ func TestCaddyTemplateCatalogs(t *testing.T) {
 				t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
 					c := genCatalog(rand.New(rand.NewSource(int64(seed))))
 					out := renderCatalog(t, caddyTmpl, c, caddyEnv)
-					if err := checkCaddy(t, out, model(c)); err != nil {
+					if err := checkCaddy(t, out, model(c, caddyRules)); err != nil {
 						t.Fatalf("%v\ncatalog:\n%s\nrendered:\n%s", err, describe(c), out)
 					}
 					caddyAccepts(t, caddy, out)
@@ -125,54 +128,124 @@ func TestCaddyTemplateCatalogs(t *testing.T) {
 }
 
 var (
-	caddyMatcherRe = regexp.MustCompile(`^    @svc_([A-Za-z0-9][A-Za-z0-9_-]{0,62}) header_regexp Host \(\?i\)\^([A-Za-z0-9][A-Za-z0-9_-]{0,62})\\\.$`)
-	caddyHandleRe  = regexp.MustCompile(`^    handle @svc_([A-Za-z0-9][A-Za-z0-9_-]{0,62}) \{$`)
+	caddyMatcherRe = regexp.MustCompile(`^    @svc_` + name + `_(\d+) \{$`)
+	caddyHostRe    = regexp.MustCompile(`^        (host (\S+)|header_regexp Host \(\?i\)\^` + name + `\\\.)$`)
+	caddyPathRe    = regexp.MustCompile(`^        path ` + path + ` ` + path + `/\*$`)
+	caddyHandleRe  = regexp.MustCompile(`^    handle @svc_` + name + `_(\d+) \{$`)
+	caddyPlainRe   = regexp.MustCompile(`^    @svc_` + name + `_plain not header X-Forwarded-Proto https$`)
+	caddyRedirRe   = regexp.MustCompile(`^        redir @svc_` + name + `_plain https://\{host\}\{uri\} 308$`)
+	caddyStripRe   = regexp.MustCompile(`^        uri strip_prefix ` + path + `$`)
 	caddyProxyRe   = regexp.MustCompile(`^        reverse_proxy((?: \S+)+) \{$`)
-	caddySRVRe     = regexp.MustCompile(`^            dynamic srv ([a-z0-9_-]+)\.` + strings.Split(fuzzListen, ":")[1] + `\.svc\.switchyard\. \{$`)
+	caddySRVRe     = regexp.MustCompile(`^            dynamic srv ` + lname + `\.` + fuzzPort + `\.svc\.switchyard\. \{$`)
+	caddyPolicyRe  = regexp.MustCompile(`^            lb_policy cookie sy_` + lname + `$`)
+	caddyHealthRe  = regexp.MustCompile(`^            health_uri ` + path + `$`)
 	caddyBlock     = indent([]string{"\t\t\t\tresolvers 127.0.0.1:18053", "\t\t\t\trefresh 100ms", "\t\t\t}", "\t\t\ttransport http {",
-		"\t\t\t\tdial_timeout 2s", "\t\t\t# A dying instance is retried on another of the same service.", "\t\t\tlb_try_duration 2s", "\t\t}", "\t}"})
+		"\t\t\t\tdial_timeout 2s", "\t\t\t# A dying instance is retried on another of the same service.", "\t\t\tlb_try_duration 2s", "\t\t}", "\t}",
+		"\t\theader Content-Type application/grpc*", "\t\t\t\tversions h2c 2", "\t\t\thealth_interval 2s"})
 	caddyFixedOnce sync.Once
 	caddyFixed     map[string]bool
 )
 
-// checkCaddy checks a render against the model: the skip lines and
-// summary, and per route its matcher, handle, upstreams in order, and the
-// pool name its dynamic source asks for.
+// checkCaddy reads a Caddy render back into routes: the handles in
+// order, each with its matcher (host, path, gRPC) and its reverse_proxy
+// (upstreams, pool, settings).
 func checkCaddy(t testing.TB, out []byte, want expectation) error {
 	caddyFixedOnce.Do(func() { caddyFixed = lineSet(renderCatalog(t, caddyTmpl, nil, caddyEnv), caddyBlock) })
-	if err := checkComments(out, want, caddyFixed, caddyMatcherRe, caddyHandleRe, caddyProxyRe, caddySRVRe); err != nil {
+	if err := checkComments(out, want, caddyFixed, caddyMatcherRe, caddyHostRe, caddyPathRe, caddyHandleRe, caddyPlainRe,
+		caddyRedirRe, caddyStripRe, caddyProxyRe, caddySRVRe, caddyPolicyRe, caddyHealthRe); err != nil {
 		return err
 	}
-	var got []route
-	var handles, pools []string
+	got := reading{routes: map[string]*route{}}
+	matchers := map[string]hostRoute{}
+	plain := map[string]bool{}
+	var hr hostRoute
+	var matcher string
+	var cur *route
 	for _, l := range strings.Split(string(out), "\n") {
-		if m := caddyMatcherRe.FindStringSubmatch(l); m != nil {
-			if m[1] != m[2] {
-				return fmt.Errorf("matcher @svc_%s matches host %s", m[1], m[2])
+		if matcher != "" {
+			if l == "    }" {
+				matchers[matcher], matcher = hr, ""
+			} else if err := caddyMatcherLine(l, &hr); err != nil {
+				return err
 			}
-			got = append(got, route{name: m[1]})
-		} else if m := caddyHandleRe.FindStringSubmatch(l); m != nil {
-			handles = append(handles, m[1])
-		} else if m := caddyProxyRe.FindStringSubmatch(l); m != nil && len(got) > 0 {
-			got[len(got)-1].servers = strings.Fields(m[1])
-		} else if m := caddySRVRe.FindStringSubmatch(l); m != nil {
-			pools = append(pools, m[1])
+			continue
+		}
+		switch m := []any{nil}; {
+		case match(caddyMatcherRe, l, &m):
+			matcher, hr = m[1].(string)+"_"+m[2].(string), hostRoute{kind: "http", path: "/", service: m[1].(string)}
+		case match(caddyPlainRe, l, &m):
+			plain[m[1].(string)] = true
+		case match(caddyHandleRe, l, &m):
+			h, ok := matchers[m[1].(string)+"_"+m[2].(string)]
+			if !ok || h.service != m[1] {
+				return fmt.Errorf("%q: no such matcher", l)
+			}
+			got.hosts = append(got.hosts, h)
+			cur = &route{name: h.service, proto: "http"}
+			if h.kind == "grpc" {
+				cur.proto = "grpc"
+			}
+		case cur == nil:
+		case match(caddyRedirRe, l, &m):
+			cur.https = plain[m[1].(string)] && m[1] == cur.name
+		case match(caddyStripRe, l, &m):
+			cur.strip = m[1] == got.hosts[len(got.hosts)-1].path
+		case match(caddyProxyRe, l, &m):
+			cur.servers = strings.Fields(m[1].(string))
+		case match(caddySRVRe, l, &m):
+			if m[1] != strings.ToLower(cur.name) {
+				return fmt.Errorf("route %s asks for pool %s", cur.name, m[1])
+			}
+		case l == "                versions h2c 2":
+			if cur.proto != "grpc" {
+				return fmt.Errorf("route %s: h2c without gRPC", cur.name)
+			}
+		case match(caddyPolicyRe, l, &m):
+			cur.sticky = m[1] == strings.ToLower(cur.name)
+		case match(caddyHealthRe, l, &m):
+			cur.health = m[1].(string)
+		case l == "    }":
+			// Every handle of a service says the same.
+			if prev := got.routes[cur.name]; prev != nil && fmt.Sprint(*prev) != fmt.Sprint(*cur) {
+				return fmt.Errorf("route %s: handles differ: %+v, %+v", cur.name, *prev, *cur)
+			}
+			got.routes[cur.name], cur = cur, nil
 		}
 	}
-	var names, lower []string
-	var wantRoutes []route
-	for _, r := range want.routes {
-		names, lower = append(names, r.name), append(lower, strings.ToLower(r.name))
-		cr := route{name: r.name}
-		for _, s := range r.servers {
-			cr.servers = append(cr.servers, s[strings.IndexByte(s, ' ')+1:]) // no server names in Caddy
+	return compare(got, want, true, caddyApplied)
+}
+
+// caddyMatcherLine reads a line of a named matcher into hr.
+func caddyMatcherLine(l string, hr *hostRoute) error {
+	switch m := []any{nil}; {
+	case match(caddyHostRe, l, &m):
+		hr.host = m[2].(string)
+		if m[3] != "" {
+			hr.host = strings.ToLower(m[3].(string)) + ".*"
 		}
-		wantRoutes = append(wantRoutes, cr)
+	case match(caddyPathRe, l, &m) && m[1] == m[2] && m[1] != "/":
+		hr.path = m[1].(string)
+	case l == "        header Content-Type application/grpc*":
+		hr.kind = "grpc"
+	default:
+		return fmt.Errorf("matcher line %q", l)
 	}
-	if !slices.Equal(handles, names) || !slices.Equal(pools, lower) {
-		return fmt.Errorf("handle %v, pools %v; model routes %v", handles, pools, names)
+	return nil
+}
+
+// caddyApplied is a route as Caddy 2.6 serves it: WebSocket as any
+// request, no weights, and upstreams without server names.
+func caddyApplied(r route) route {
+	r = effective(r)
+	if r.proto == "ws" {
+		r.proto = "http"
 	}
-	return sameRoutes(got, wantRoutes)
+	r.servers = slices.Clone(r.servers)
+	for i, s := range r.servers {
+		r.servers[i] = s[strings.IndexByte(s, ' ')+1:]
+	}
+	r.weights = nil
+	return r
 }
 
 // caddyAccepts runs the real caddy validate on out.

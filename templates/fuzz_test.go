@@ -6,8 +6,10 @@ package templates_test
 // nothing, and count every "# skipped" line in the "# switchyard:" summary.
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand"
 	"net/netip"
@@ -49,7 +51,8 @@ func TestCatalogFuzz(t *testing.T) {
 		wg.Go(func() {
 			for seed := range seeds {
 				t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
-					checkCatalog(t, p, genCatalog(rand.New(rand.NewSource(int64(seed)))))
+					r := rand.New(rand.NewSource(int64(seed)))
+					checkCatalog(t, p, genCatalog(r), genTagFilter(r))
 				})
 			}
 		})
@@ -67,8 +70,10 @@ func TestCatalogFuzz(t *testing.T) {
 //	service|id|address|port|node address|tags|meta
 //
 // Any field may be a Go-quoted string (for newlines and other bytes); tags
-// are comma-separated, meta k=v pairs comma-separated; a line with only a
-// service name is a service without a passing instance. Seeds:
+// are comma-separated (or a JSON list), meta k=v pairs comma-separated (or
+// a JSON object, for values with commas: route_host lists); a line with
+// only a service name is a service without a passing instance; a line
+// "@tag T" sets SWITCHYARD_ROUTE_TAG. Seeds:
 // testdata/fuzz/FuzzCatalog (run by a plain go test); fuzz with
 // go test ./templates -run '^$' -fuzz FuzzCatalog.
 func FuzzCatalog(f *testing.F) {
@@ -77,7 +82,8 @@ func FuzzCatalog(f *testing.F) {
 		if len(text) > 1<<16 {
 			t.Skip("larger than 64 KiB")
 		}
-		checkCatalog(t, p, parseCatalog(text))
+		c, tag := parseCatalog(text)
+		checkCatalog(t, p, c, tag)
 	})
 }
 
@@ -88,11 +94,11 @@ func proxies(t testing.TB) proxyBins {
 }
 
 // checkCatalog renders c through both templates and checks each render
-// against the model, then has the real proxy check it.
-func checkCatalog(t testing.TB, p proxyBins, c catalog) {
+// against the model, then has the real proxy check it. tag is
+// SWITCHYARD_ROUTE_TAG ("": every service).
+func checkCatalog(t testing.TB, p proxyBins, c catalog, tag string) {
 	t.Helper()
-	want := model(c)
-	env := []string{"SWITCHYARD_LISTEN=" + fuzzListen}
+	env := append(slices.Clone(contractEnv), "SWITCHYARD_ROUTE_TAG="+tag)
 	n := renderCatalog(t, "nginx.conf.tmpl", c, env)
 	h := renderCatalog(t, "haproxy.cfg.tmpl", c, env)
 	if t.Failed() {
@@ -100,8 +106,9 @@ func checkCatalog(t testing.TB, p proxyBins, c catalog) {
 	}
 	fail := func(proxy string, out []byte, err error) {
 		t.Helper()
-		t.Fatalf("%s: %v\ncatalog:\n%s\nrendered:\n%s", proxy, err, describe(c), out)
+		t.Fatalf("%s: %v\ncatalog (tag %q):\n%s\nrendered:\n%s", proxy, err, tag, describe(c), out)
 	}
+	want := model(c, proxyRules{tcp: true, reserved: []string{fuzzPort}, tag: tag})
 	if err := checkNginx(t, n, want); err != nil {
 		fail("nginx", n, err)
 	}
@@ -112,245 +119,282 @@ func checkCatalog(t testing.TB, p proxyBins, c catalog) {
 	haproxyAccepts(t, p.haproxy, h)
 }
 
-// route is one routed service as the model expects it: the service name
-// and its servers, each as "<name> <address:port>" (HAProxy's server
-// name: the address:port in lower case, an IPv6 one without brackets and
-// "_" before the port, so a server keeps its name while it exists).
-type route struct {
-	name    string
-	servers []string
-}
+// fuzzPort is fuzzListen's port: no TCP route may take it.
+var fuzzPort = strings.Split(fuzzListen, ":")[1]
 
-type expectation struct {
-	routes                            []route
-	skippedServices, skippedInstances int
-	noRouteLines                      int
-}
-
-// haproxyServerName is the HAProxy server name of server (address:port,
-// IPv6 in brackets): unique among a service's instances, since the
-// templates skip a second instance of one address:port written alike but
-// for case.
-func haproxyServerName(server string) string {
-	return strings.NewReplacer("[", "", "]:", "_").Replace(strings.ToLower(server))
-}
-
-var tokenRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
-
-// model is the templates' rules in Go, with net/netip deciding what is an
-// IP address, so the regexps in the templates are checked too.
-func model(c catalog) expectation {
-	var e expectation
-	routed := map[string]bool{} // lower-case names with a route
-	for _, s := range c {
-		if s.name == "consul" {
-			continue
-		}
-		key := strings.ToLower(s.name)
-		if len(s.name) > 63 || strings.Contains(s.name, ".") || !tokenRe.MatchString(s.name) || routed[key] {
-			e.skippedServices++
-			continue
-		}
-		r := route{name: s.name}
-		seen := map[string]bool{}
-		for _, in := range s.instances {
-			addr := in.Address
-			if addr == "" {
-				addr = in.NodeAddress
-			}
-			a, err := netip.ParseAddr(addr)
-			server := addr
-			if strings.Contains(addr, ":") {
-				server = "[" + addr + "]"
-			}
-			server += ":" + strconv.Itoa(in.Port)
-			// nginx 1.22 cannot read seven groups and a trailing "::".
-			nginxCannot := strings.HasSuffix(addr, "::") && strings.Count(addr, ":") == 8
-			if err != nil || a.Zone() != "" || nginxCannot || in.Port < 1 || in.Port > 65535 || seen[strings.ToLower(server)] {
-				e.skippedInstances++
-				continue
-			}
-			seen[strings.ToLower(server)] = true
-			r.servers = append(r.servers, haproxyServerName(server)+" "+server)
-		}
-		if len(r.servers) == 0 {
-			e.noRouteLines++
-			continue
-		}
-		routed[key] = true
-		e.routes = append(e.routes, r)
-	}
-	return e
-}
-
+// The lines of the nginx template besides the skeleton (the render of an
+// empty catalog) and comments.
 var (
-	summaryRe = regexp.MustCompile(`(?m)\A# Generated [^\n]*\n# every [^\n]*\n# switchyard: (\d+) instances and (\d+) services skipped\n`)
-	// A Go-quoted string, as printf %q writes it.
-	quoted          = `"(?:[^"\\]|\\.)*"`
-	skipServiceRe   = regexp.MustCompile(`^ *# skipped ` + quoted + `: \S`)
-	skipInstanceRe  = regexp.MustCompile(`^ *# skipped ` + quoted + `/` + quoted + `: \S`)
-	noRouteRe       = regexp.MustCompile(`^ *# no route for ` + quoted + `: no (passing instance|instance can be routed)$`)
-	nginxUpstreamRe = regexp.MustCompile(`^    upstream svc_([A-Za-z0-9][A-Za-z0-9_-]{0,62}) \{$`)
-	nginxServerRe   = regexp.MustCompile(`^        server (\S+) max_fails=1 fail_timeout=5s;$`)
-	nginxNameRe     = regexp.MustCompile(`^        server_name ([A-Za-z0-9][A-Za-z0-9_-]{0,62})\.\*;$`)
-	nginxPassRe     = regexp.MustCompile(`^            proxy_pass http://svc_([A-Za-z0-9][A-Za-z0-9_-]{0,62});$`)
-	nginxLuaRe      = regexp.MustCompile(`^        balancer_by_lua_block \{ switchyard\.balance\("svc_([A-Za-z0-9][A-Za-z0-9_-]{0,62})"\) \}$`)
-	haproxyUseRe    = regexp.MustCompile(`^    use_backend svc_([A-Za-z0-9][A-Za-z0-9_-]{0,62}) if \{ var\(txn\.service\) -m str ([a-z0-9_-]+) \}$`)
-	haproxyBackRe   = regexp.MustCompile(`^backend svc_([A-Za-z0-9][A-Za-z0-9_-]{0,62})$`)
-	haproxyServerRe = regexp.MustCompile(`^    server ([0-9a-f.:_]+ \S+) check inter 2s fall 1 rise 1$`)
-)
-
-// nginxFixed and haproxyFixed are the lines a render may hold besides
-// comments and the per-service lines matched above: the skeleton (the
-// render of an empty catalog) and the fixed lines of a service's blocks.
-var (
+	nginxUpstreamRe = regexp.MustCompile(`^    upstream svc_` + name + ` \{$`)
+	nginxServerRe   = regexp.MustCompile(`^        server (\S+?)(?: weight=(\d+))? max_fails=1 fail_timeout=5s;$`)
+	nginxLuaRe      = regexp.MustCompile(`^        balancer_by_lua_block \{ switchyard\.balance\("svc_` + name + `"\) \}$`)
+	nginxListenRe   = regexp.MustCompile(`^        listen (127\.0\.0\.1:18080|127\.0\.0\.1:18081 http2|127\.0\.0\.1:(\d+));$`)
+	nginxNameRe     = regexp.MustCompile(`^        server_name ` + host + `;$`)
+	nginxLocRe      = regexp.MustCompile(`^        location (= )?` + path + ` \{$`)
+	nginxPassRe     = regexp.MustCompile(`^            (proxy_pass http|grpc_pass grpc)://svc_` + name + `(/?);$`)
+	nginxStreamRe   = regexp.MustCompile(`^        proxy_pass svc_` + name + `;$`)
+	nginxNoteRe     = regexp.MustCompile(`^    # (route_sticky): nginx OSS has no cookie stickiness \(HAProxy and Caddy have it\)$|^    # (route_health) ` + path + `: nginx OSS has no active checks; max_fails and fail_timeout below are passive$`)
+	nginxBlock      = []string{"        keepalive 16;", "    }", "    server {", "        }", "            return 404;", "stream {", "}",
+		"load_module /usr/lib/nginx/modules/ngx_stream_module.so;", "# route_proto tcp: a listener per route_port. nginx's stream module has",
+		"# no Lua balancer here: a change of these members reloads.", `            if ($http_x_forwarded_proto != "https") {`,
+		"                return 308 https://$host$request_uri;", "            }", "            proxy_set_header Upgrade $http_upgrade;",
+		"            proxy_set_header Connection $switchyard_upgrade;", "            proxy_set_header Host $host;",
+		"            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;", "            proxy_set_header X-Forwarded-Proto $scheme;",
+		"            proxy_read_timeout 1h;", "            proxy_send_timeout 1h;"}
+	haproxyBlock = []string{"    balance roundrobin", "    mode tcp", "    option tcplog", "    # route_sticky: each server's cookie is a hash of its address (never",
+		"    # the address itself). HAProxy 2.6 gives a server added through the", "    # runtime API no cookie, so \"add server\" refuses the keyword and a new",
+		"    # instance of this service reloads.", "    http-request redirect scheme https code 308 if !{ req.hdr(x-forwarded-proto) -m str https }",
+		"    timeout tunnel 1h"}
 	skeletonOnce             sync.Once
 	nginxFixed, haproxyFixed map[string]bool
-	nginxBlock, haproxyBlock = []string{"        keepalive 16;", "    }", "    server {", "        listen " + fuzzListen + ";", "        location / {", "        }"}, []string{"    balance roundrobin"}
 )
 
 func fixedLines(t testing.TB) {
 	skeletonOnce.Do(func() {
-		env := []string{"SWITCHYARD_LISTEN=" + fuzzListen}
-		nginxFixed = lineSet(renderCatalog(t, "nginx.conf.tmpl", nil, env), nginxBlock)
-		haproxyFixed = lineSet(renderCatalog(t, "haproxy.cfg.tmpl", nil, env), haproxyBlock)
+		nginxFixed = lineSet(renderCatalog(t, "nginx.conf.tmpl", nil, contractEnv), nginxBlock)
+		haproxyFixed = lineSet(renderCatalog(t, "haproxy.cfg.tmpl", nil, contractEnv), haproxyBlock)
 	})
 }
 
-func lineSet(out []byte, extra []string) map[string]bool {
-	m := map[string]bool{}
-	for _, l := range strings.Split(string(out), "\n") {
-		m[l] = true
-	}
-	for _, l := range extra {
-		m[l] = true
-	}
-	return m
+// nginxLoc is a location being read: its server block's kind and host,
+// its path, and what its body says.
+type nginxLoc struct {
+	kind, host, path, pass string
+	exact, https, ws       bool
+	strip                  bool
 }
 
-// checkComments checks what every render shares: the summary counts the
-// "# skipped" lines and matches the model, comments are well formed and
-// short enough for nginx (a token, comments included, must fit its 4 KiB
-// buffer), and no line is something the templates do not write.
-func checkComments(out []byte, want expectation, fixed map[string]bool, dynamic ...*regexp.Regexp) error {
-	m := summaryRe.FindSubmatch(out)
-	if m == nil {
-		return fmt.Errorf("no skip summary at the top")
-	}
-	inst, _ := strconv.Atoi(string(m[1]))
-	svc, _ := strconv.Atoi(string(m[2]))
-	if inst != want.skippedInstances || svc != want.skippedServices {
-		return fmt.Errorf("summary says %d instances and %d services skipped, model %d and %d", inst, svc, want.skippedInstances, want.skippedServices)
-	}
-	var skipI, skipS, noRoute int
-lines:
-	for i, l := range strings.Split(string(out), "\n") {
-		if len(l) > 3000 {
-			return fmt.Errorf("line %d is %d bytes long", i+1, len(l))
-		}
-		switch {
-		case skipInstanceRe.MatchString(l):
-			skipI++
-		case skipServiceRe.MatchString(l):
-			skipS++
-		case noRouteRe.MatchString(l):
-			noRoute++
-		case strings.HasPrefix(strings.TrimSpace(l), "# skipped") || strings.HasPrefix(strings.TrimSpace(l), "# no route"):
-			return fmt.Errorf("malformed line %d: %q", i+1, l)
-		case fixed[l], i == 2:
-		default:
-			for _, re := range dynamic {
-				if re.MatchString(l) {
-					continue lines
-				}
-			}
-			return fmt.Errorf("line %d is not one the template writes: %q", i+1, l)
-		}
-	}
-	if skipI != inst || skipS != svc {
-		return fmt.Errorf("%d instance and %d service skip lines, summary says %d and %d", skipI, skipS, inst, svc)
-	}
-	if noRoute != want.noRouteLines {
-		return fmt.Errorf("%d no-route lines, model %d", noRoute, want.noRouteLines)
-	}
-	return nil
-}
-
+// checkNginx reads an nginx render back into routes: upstreams (http and
+// stream), and per server block and location the host, path and pass.
 func checkNginx(t testing.TB, out []byte, want expectation) error {
 	fixedLines(t)
-	if err := checkComments(out, want, nginxFixed, nginxUpstreamRe, nginxServerRe, nginxNameRe, nginxPassRe, nginxLuaRe); err != nil {
+	if err := checkComments(out, want, nginxFixed, nginxUpstreamRe, nginxServerRe, nginxLuaRe, nginxListenRe, nginxNameRe, nginxLocRe, nginxPassRe, nginxStreamRe, nginxNoteRe); err != nil {
 		return err
 	}
-	var got []route
-	var names, passes, balancers []string
+	got := reading{routes: map[string]*route{}}
+	var cur *route
+	var stream, sticky bool
+	var health, kind, hostName, port string
+	var loc *nginxLoc
+	locs := map[nginxLoc]int{}
+	roots := map[string]bool{} // server blocks with a location / or a 404
 	for _, l := range strings.Split(string(out), "\n") {
-		if m := nginxUpstreamRe.FindStringSubmatch(l); m != nil {
-			got = append(got, route{name: m[1]})
-		} else if m := nginxServerRe.FindStringSubmatch(l); m != nil && len(got) > 0 {
-			got[len(got)-1].servers = append(got[len(got)-1].servers, m[1])
-		} else if m := nginxNameRe.FindStringSubmatch(l); m != nil {
-			names = append(names, m[1])
-		} else if m := nginxPassRe.FindStringSubmatch(l); m != nil {
-			passes = append(passes, m[1])
-		} else if m := nginxLuaRe.FindStringSubmatch(l); m != nil {
-			balancers = append(balancers, m[1]) // issue 9: each upstream feeds its own list
+		switch m := []any{nil}; {
+		case l == "stream {":
+			stream = true
+		case match(nginxNoteRe, l, &m):
+			if m[1] != "" {
+				sticky = true
+			} else {
+				health = m[3].(string)
+			}
+		case match(nginxUpstreamRe, l, &m):
+			cur = got.pool(m[1].(string))
+			cur.proto, cur.sticky, cur.health = "http", sticky, health
+			if stream {
+				cur.proto = "tcp"
+			}
+			sticky, health = false, ""
+		case match(nginxServerRe, l, &m) && cur != nil:
+			cur.servers = append(cur.servers, haproxyServerName(m[1].(string))+" "+m[1].(string))
+			cur.weights = append(cur.weights, m[2].(string))
+		case match(nginxListenRe, l, &m):
+			kind, port = "http", m[2].(string)
+			if strings.HasSuffix(l, "http2;") {
+				kind = "grpc"
+			}
+		case match(nginxNameRe, l, &m):
+			hostName = m[1].(string)
+		case match(nginxStreamRe, l, &m):
+			got.pool(m[1].(string)).port = port
+		case match(nginxLocRe, l, &m):
+			loc = &nginxLoc{kind: kind, host: hostName, path: m[2].(string), exact: m[1] != ""}
+			if !loc.exact && loc.path != "/" {
+				loc.path = strings.TrimSuffix(loc.path, "/")
+			}
+		case loc != nil && match(nginxPassRe, l, &m):
+			loc.pass, loc.strip = m[2].(string), m[3] == "/"
+			if (m[1] == "grpc_pass grpc") != (kind == "grpc") {
+				return fmt.Errorf("%q in a %s server", l, kind)
+			}
+		case loc != nil && l == `            if ($http_x_forwarded_proto != "https") {`:
+			loc.https = true
+		case loc != nil && l == "            proxy_set_header Upgrade $http_upgrade;":
+			loc.ws = true
+		case loc != nil && l == "            return 404;":
+			roots[kind+" "+hostName] = true
+			loc = nil
+		case loc != nil && l == "        }":
+			if loc.path == "/" {
+				roots[kind+" "+hostName] = true
+			}
+			locs[*loc]++
+			loc = nil
 		}
 	}
-	var wantNames []string
-	var wantRoutes []route
-	for _, r := range want.routes {
-		wantNames = append(wantNames, r.name)
-		nr := route{name: r.name}
-		for _, s := range r.servers {
-			nr.servers = append(nr.servers, s[strings.IndexByte(s, ' ')+1:]) // nginx servers have no name
-		}
-		wantRoutes = append(wantRoutes, nr)
-	}
-	if !slices.Equal(names, wantNames) || !slices.Equal(passes, wantNames) || !slices.Equal(balancers, wantNames) {
-		return fmt.Errorf("server_name %v, proxy_pass %v, balancer %v; model routes %v", names, passes, balancers, wantNames)
-	}
-	return sameRoutes(got, wantRoutes)
+	return nginxRoutes(&got, locs, roots, want)
 }
 
+// match is FindStringSubmatch into m, as []any so a switch can use it.
+func match(re *regexp.Regexp, l string, m *[]any) bool {
+	s := re.FindStringSubmatch(l)
+	*m = nil
+	for _, v := range s {
+		*m = append(*m, v)
+	}
+	return s != nil
+}
+
+// nginxRoutes turns the locations into hosts and per-route settings: a
+// path other than / has a prefix and an exact location, alike.
+func nginxRoutes(got *reading, locs map[nginxLoc]int, roots map[string]bool, want expectation) error {
+	for l, n := range locs {
+		if l.exact {
+			continue
+		}
+		if l.path != "/" {
+			ex := l
+			ex.exact = true
+			if n != 1 || locs[ex] != 1 {
+				return fmt.Errorf("location %+v: %d prefix and %d exact locations", l, n, locs[ex])
+			}
+		}
+		r := got.routes[l.pass]
+		if r == nil {
+			return fmt.Errorf("location %+v passes to no upstream", l)
+		}
+		got.hosts = append(got.hosts, hostRoute{l.kind, l.host, l.path, l.pass})
+		if l.kind == "grpc" {
+			r.proto = "grpc"
+		} else if l.ws {
+			r.proto = "ws"
+		}
+		r.strip, r.https = l.strip, l.https
+	}
+	for _, h := range got.hosts {
+		if !roots[h.kind+" "+h.host] {
+			return fmt.Errorf("server %s %s has no location /", h.kind, h.host)
+		}
+	}
+	// nginx notes route_health for gRPC too (it probes nothing anyway).
+	return compare(*got, want, false, func(r route) route {
+		e := effective(r)
+		if r.proto == "grpc" {
+			e.health = r.health
+		}
+		return e
+	})
+}
+
+var (
+	haproxyUseRe    = regexp.MustCompile(`^    use_backend svc_` + name + ` if (.+)$`)
+	haproxyHostRe   = `(\{ var\(txn\.host\) -m str [a-z0-9.-]+ \}|\{ var\(txn\.host\) -m end \.[a-z0-9.-]+ \}|\{ var\(txn\.service\) -m str ` + lname + ` \})( \{ req\.hdr\(content-type\) -m beg application/grpc \})?`
+	haproxyCondRe   = regexp.MustCompile(`^` + haproxyHostRe + `$`)
+	haproxyPathRe   = regexp.MustCompile(`^` + haproxyHostRe + ` \{ path ` + path + ` \} or ` + haproxyHostRe + ` \{ path_beg ` + path + `/ \}$`)
+	haproxyBackRe   = regexp.MustCompile(`^(backend|listen) svc_` + name + `$`)
+	haproxyServerRe = regexp.MustCompile(`^    server ([0-9a-f.:_]+) (\S+)(?: weight (\d+))?( proto h2)?( cookie [0-9a-f]{16})? check inter 2s fall 1 rise 1$`)
+	haproxyBindRe   = regexp.MustCompile(`^    bind 127\.0\.0\.1:(\d+)$`)
+	haproxyCookieRe = regexp.MustCompile(`^    cookie sy_` + lname + ` insert indirect nocache$`)
+	haproxyCheckRe  = regexp.MustCompile(`^    option httpchk GET ` + path + `$`)
+	haproxyStripRe  = regexp.MustCompile(`^    http-request replace-path \^(/[A-Za-z0-9_~/\[\].-]*)/\?\(\.\*\)\$ /\\1$`)
+)
+
+// haproxyHost is the model's host of a use_backend host condition.
+func haproxyHost(cond string) string {
+	f := strings.Fields(cond)
+	switch {
+	case f[1] == "var(txn.service)":
+		return f[4] + ".*"
+	case f[3] == "end":
+		return "*" + f[4]
+	}
+	return f[4]
+}
+
+// checkHAProxy reads an HAProxy render back into routes: the use_backend
+// lines in order, and each backend (or TCP listen section) with its
+// settings and servers.
 func checkHAProxy(t testing.TB, out []byte, want expectation) error {
 	fixedLines(t)
-	if err := checkComments(out, want, haproxyFixed, haproxyUseRe, haproxyBackRe, haproxyServerRe); err != nil {
+	if err := checkComments(out, want, haproxyFixed, haproxyUseRe, haproxyBackRe, haproxyServerRe, haproxyBindRe, haproxyCookieRe, haproxyCheckRe, haproxyStripRe); err != nil {
 		return err
 	}
-	var got []route
-	var uses []string
+	got := reading{routes: map[string]*route{}}
+	var cur *route
+	h2 := map[string][]bool{}      // per backend: which servers have proto h2
+	cookies := map[string][]bool{} // and which have a cookie
 	for _, l := range strings.Split(string(out), "\n") {
-		if m := haproxyBackRe.FindStringSubmatch(l); m != nil {
-			got = append(got, route{name: m[1]})
-		} else if m := haproxyServerRe.FindStringSubmatch(l); m != nil && len(got) > 0 {
-			got[len(got)-1].servers = append(got[len(got)-1].servers, m[1])
-		} else if m := haproxyUseRe.FindStringSubmatch(l); m != nil {
-			if m[2] != strings.ToLower(m[1]) {
-				return fmt.Errorf("use_backend svc_%s matches host %s", m[1], m[2])
+		switch m := []any{nil}; {
+		case match(haproxyUseRe, l, &m):
+			hr, err := haproxyUse(m[1].(string), m[2].(string))
+			if err != nil {
+				return err
 			}
-			uses = append(uses, m[1])
+			got.hosts = append(got.hosts, hr)
+		case match(haproxyBackRe, l, &m):
+			cur = got.pool(m[2].(string))
+			cur.proto = "http"
+		case cur == nil:
+		case match(haproxyServerRe, l, &m):
+			if m[1] != haproxyServerName(m[2].(string)) {
+				return fmt.Errorf("server %s is named %s", m[2], m[1])
+			}
+			cur.servers = append(cur.servers, m[1].(string)+" "+m[2].(string))
+			cur.weights = append(cur.weights, m[3].(string))
+			h2[cur.name] = append(h2[cur.name], m[4] != "")
+			cookies[cur.name] = append(cookies[cur.name], m[5] != "")
+		case l == "    mode tcp":
+			cur.proto = "tcp"
+		case match(haproxyBindRe, l, &m):
+			cur.port = m[1].(string)
+		case strings.HasPrefix(l, "    cookie sy_"):
+			cur.sticky = true
+		case match(haproxyCheckRe, l, &m):
+			cur.health = m[1].(string)
+		case strings.HasPrefix(l, "    http-request redirect "):
+			cur.https = true
+		case strings.HasPrefix(l, "    http-request replace-path "):
+			cur.strip = true
+		case l == "    timeout tunnel 1h":
+			cur.proto = "ws"
 		}
 	}
-	var wantNames []string
-	for _, r := range want.routes {
-		wantNames = append(wantNames, r.name)
+	for _, hr := range got.hosts {
+		r := got.routes[hr.service]
+		if r == nil {
+			return fmt.Errorf("use_backend svc_%s: no such backend", hr.service)
+		}
+		if hr.kind == "grpc" {
+			r.proto = "grpc"
+		}
 	}
-	if !slices.Equal(uses, wantNames) {
-		return fmt.Errorf("use_backend %v; model routes %v", uses, wantNames)
+	for name, r := range got.routes {
+		for i, f := range h2[name] {
+			if f != (r.proto == "grpc") || cookies[name][i] != r.sticky {
+				return fmt.Errorf("backend svc_%s (%s, sticky %v): server %d has proto h2 %v, a cookie %v", name, r.proto, r.sticky, i, f, cookies[name][i])
+			}
+		}
 	}
-	return sameRoutes(got, want.routes)
+	return compare(got, want, true, effective)
 }
 
-func sameRoutes(got, want []route) error {
-	if len(got) != len(want) {
-		return fmt.Errorf("%d routes, model %d:\ngot  %v\nwant %v", len(got), len(want), got, want)
+// haproxyUse reads the condition of a use_backend line.
+func haproxyUse(svc, cond string) (hostRoute, error) {
+	if m := haproxyCondRe.FindStringSubmatch(cond); m != nil {
+		return hostRoute{haproxyKind(m[3]), haproxyHost(m[1]), "/", svc}, nil
 	}
-	for i := range got {
-		if got[i].name != want[i].name || !slices.Equal(got[i].servers, want[i].servers) {
-			return fmt.Errorf("route %d: got %v, model %v", i, got[i], want[i])
-		}
+	m := haproxyPathRe.FindStringSubmatch(cond)
+	if m == nil || m[1] != m[5] || m[3] != m[7] || m[4] != m[8] || m[4] == "/" {
+		return hostRoute{}, fmt.Errorf("use_backend svc_%s: condition %q", svc, cond)
 	}
-	return nil
+	return hostRoute{haproxyKind(m[3]), haproxyHost(m[1]), m[4], svc}, nil
+}
+
+func haproxyKind(grpcCond string) string {
+	if grpcCond != "" {
+		return "grpc"
+	}
+	return "http"
 }
 
 // describe prints c for a failure message, one instance a line, in
@@ -362,7 +406,9 @@ func describe(c catalog) string {
 			fmt.Fprintf(&b, "%q\n", s.name)
 		}
 		for _, in := range s.instances {
-			fmt.Fprintf(&b, "%q|%q|%q|%d|%q\n", s.name, in.ID, in.Address, in.Port, in.NodeAddress)
+			tags, _ := json.Marshal(append([]string{}, in.Tags...))
+			meta, _ := json.Marshal(in.ServiceMeta)
+			fmt.Fprintf(&b, "%q|%q|%q|%d|%q|%q|%q\n", s.name, in.ID, in.Address, in.Port, in.NodeAddress, tags, meta)
 		}
 	}
 	return b.String()
@@ -370,9 +416,14 @@ func describe(c catalog) string {
 
 // parseCatalog reads FuzzCatalog's text format (see there). Services come
 // out in Consul's order: sorted by name, byte-wise.
-func parseCatalog(text string) catalog {
+func parseCatalog(text string) (catalog, string) {
 	byName := map[string]*catService{}
+	var tag string
 	for n, line := range strings.Split(text, "\n") {
+		if t, ok := strings.CutPrefix(line, "@tag "); ok {
+			tag = t
+			continue
+		}
 		if line == "" {
 			continue
 		}
@@ -403,11 +454,16 @@ func parseCatalog(text string) catalog {
 		if in.ID == "" {
 			in.ID = fmt.Sprintf("line-%d", n+1)
 		}
-		if tags := field(5); tags != "" {
+		if tags := field(5); strings.HasPrefix(tags, "[") {
+			_ = json.Unmarshal([]byte(tags), &in.Tags)
+			s.tags = append(s.tags, in.Tags...)
+		} else if tags != "" {
 			in.Tags = strings.Split(tags, ",")
 			s.tags = append(s.tags, in.Tags...)
 		}
-		if meta := field(6); meta != "" {
+		if meta := field(6); strings.HasPrefix(meta, "{") {
+			_ = json.Unmarshal([]byte(meta), &in.ServiceMeta)
+		} else if meta != "" {
 			in.ServiceMeta = map[string]string{}
 			for _, kv := range strings.Split(meta, ",") {
 				k, v, _ := strings.Cut(kv, "=")
@@ -421,7 +477,7 @@ func parseCatalog(text string) catalog {
 		c = append(c, *s)
 	}
 	slices.SortFunc(c, func(a, b catService) int { return strings.Compare(a.name, b.name) })
-	return c
+	return c, tag
 }
 
 // The generator. Every pool mixes the ordinary with issue 10's cases, so a
@@ -614,7 +670,9 @@ func genTags(r *rand.Rand) []string {
 	}
 	tags := make([]string, n)
 	for i := range tags {
-		if r.Intn(2) == 0 {
+		if r.Intn(3) == 0 {
+			tags[i] = "public" // SWITCHYARD_ROUTE_TAG of some catalogs
+		} else if r.Intn(2) == 0 {
 			tags[i] = pick(r, hostile)
 		} else {
 			tags[i] = randBytes(r, r.Intn(30))
@@ -623,12 +681,72 @@ func genTags(r *rand.Rand) []string {
 	return tags
 }
 
+// routeValues are the route_* meta values the generator draws from:
+// valid ones (often shared, so services meet on one host, path or TCP
+// port) next to hostile ones; hostile values are drawn too.
+var routeValues = map[string][]string{
+	"route_host": {"api.example.com", "*.example.com", "Web.Example.COM", "shared.example.com", "a.b",
+		"api.example.com,www.example.com", " spaced.example.com , shared.example.com", "*.*.x", "a..b", "-a.com",
+		strings.Repeat("a", 64) + ".com", strings.Repeat("abcdefghij.", 25) + "com", "日本.jp", "exa mple.com",
+		"a.com;b", "a.com,,b.com", "x.com}\nserver {", "\u212a.example.com", strings.Repeat("h.example.com,", 30) + "z.com",
+		// The longest valid host name (253 bytes), and forty hosts at once.
+		strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61),
+		strings.Join(slices.Collect(func(yield func(string) bool) {
+			for i := range 40 {
+				if !yield(fmt.Sprintf("h%d.example.net", i)) {
+					return
+				}
+			}
+		}), ",")},
+	"route_path": {"/", "/api", "/api/", "/api/v1", "/v1.0/x", "/users", "/a_b~c-d", "api", "//", "/a//b", "/../x",
+		"/./", "/a b", "/a;b", "/{x}", "/a\n", "/" + strings.Repeat("a", 200), "/日本"},
+	"route_strip":  {"true", "false", "yes", "TRUE", "1"},
+	"route_proto":  {"http", "ws", "grpc", "tcp", "tcp", "udp", "HTTP", "h2"},
+	"route_port":   {"15000", "15001", "15001", fuzzPort, "0", "65535", "65536", "080", "-1", "1e3"},
+	"route_weight": {"1", "3", "256", "257", "0", "-1", "01", "1.5"},
+	"route_health": {"/healthz", "/", "/status/ready", "healthz", "/a b", "/h\"", "/../x"},
+	"route_sticky": {"true", "false", "on"},
+	"route_https":  {"redirect", "Redirect", "true", ""},
+}
+
+var routeKeys = slices.Sorted(maps.Keys(routeValues))
+
 func genMeta(r *rand.Rand) map[string]string {
 	m := map[string]string{}
 	for range r.Intn(6) {
 		m[pick(r, hostile)] = pick(r, hostile) + randBytes(r, r.Intn(10))
 	}
+	for range r.Intn(5) {
+		k := pick(r, routeKeys)
+		if r.Intn(5) == 0 {
+			m[k] = pick(r, hostile)
+		} else {
+			m[k] = pick(r, routeValues[k])
+		}
+	}
 	return m
+}
+
+// genServiceMeta draws the route_* keys all instances of a service
+// share, as a registrar writes them from one image's labels: often a TCP
+// route or a path on a shared host, so ports and paths meet.
+func genServiceMeta(r *rand.Rand) map[string]string {
+	switch r.Intn(6) {
+	case 0:
+		return map[string]string{"route_proto": "tcp", "route_port": pick(r, routeValues["route_port"][:4])}
+	case 1, 2:
+		return map[string]string{"route_host": pick(r, []string{"shared.example.com", "api.example.com", "*.example.com"}),
+			"route_path": pick(r, routeValues["route_path"][:7]), "route_strip": pick(r, []string{"true", "false"})}
+	}
+	return nil
+}
+
+// genTagFilter draws SWITCHYARD_ROUTE_TAG: usually none.
+func genTagFilter(r *rand.Rand) string {
+	if r.Intn(5) == 0 {
+		return "public"
+	}
+	return ""
 }
 
 // genCatalog draws one catalog: usually up to 25 services of up to 6
@@ -648,6 +766,7 @@ func genCatalog(r *rand.Rand) catalog {
 		}
 		byName[name] = true
 		s := catService{name: name, tags: genTags(r), instances: []*dep.HealthService{}}
+		shared := genServiceMeta(r)
 		n := r.Intn(7)
 		if r.Intn(30) == 0 {
 			n = 60
@@ -657,6 +776,11 @@ func genCatalog(r *rand.Rand) catalog {
 				Node: fmt.Sprintf("node%d", r.Intn(3)), ID: genID(r, name, i), Name: name, Status: "passing",
 				Address: genAddr(r), Port: genPort(r), NodeAddress: pick(r, []string{"10.1.0.1", "10.1.0.2", "fd01::1", ""}),
 				Tags: genTags(r), ServiceMeta: genMeta(r),
+			}
+			for _, k := range slices.Sorted(maps.Keys(shared)) { // sorted: a seed draws one catalog
+				if _, ok := in.ServiceMeta[k]; !ok || r.Intn(2) == 0 {
+					in.ServiceMeta[k] = shared[k]
+				}
 			}
 			if r.Intn(6) == 0 {
 				in.NodeAddress = genAddr(r)
@@ -669,6 +793,7 @@ func genCatalog(r *rand.Rand) catalog {
 				}
 			}
 			s.instances = append(s.instances, in)
+			s.tags = append(s.tags, in.Tags...) // Consul's service tags: the union of its instances'
 		}
 		c = append(c, s)
 	}
@@ -681,7 +806,9 @@ func genCatalog(r *rand.Rand) catalog {
 func TestCatalogGeneratorCoverage(t *testing.T) {
 	seen := map[string]int{}
 	for seed := 1; seed <= *catalogs; seed++ {
-		c := genCatalog(rand.New(rand.NewSource(int64(seed))))
+		r := rand.New(rand.NewSource(int64(seed)))
+		c := genCatalog(r)
+		routeCases(seen, c, genTagFilter(r))
 		lower := map[string]int{}
 		for _, s := range c {
 			lower[strings.ToLower(s.name)]++
@@ -740,11 +867,59 @@ func TestCatalogGeneratorCoverage(t *testing.T) {
 	for _, k := range []string{
 		"dotted name", "200+ name", "unicode name", "syntax in name", "hundreds of tags", "empty address", "IPv6",
 		"host name", "port 0", "port out of range", "same address:port", "syntax in meta", "syntax in tags",
-		"names equal but for case",
+		"names equal but for case", "route value ignored", "host claimed twice", "TCP route", "TCP port taken", "gRPC route",
+		"WebSocket route", "host with several paths", "strip", "https redirect", "sticky", "health", "weighted server",
+		"wildcard host", "tag filter", "253-byte host",
 	} {
 		if seen[k] == 0 {
 			t.Errorf("no %s in %d catalogs", k, *catalogs)
 		}
 	}
 	t.Logf("cases over %d catalogs: %v", *catalogs, seen)
+}
+
+// routeCases counts, in the model's routes of c, the cases of the
+// routing contract the generator must reach.
+func routeCases(seen map[string]int, c catalog, tag string) {
+	e := model(c, proxyRules{tcp: true, reserved: []string{fuzzPort}, tag: tag})
+	lax := model(c, proxyRules{tcp: true, tag: tag})
+	if len(lax.routes) > len(e.routes) || lax.skippedServices < e.skippedServices {
+		seen["TCP port taken"]++
+	}
+	if tag != "" {
+		seen["tag filter"]++
+	}
+	if e.ignore > 0 {
+		seen["route value ignored"]++
+	}
+	paths := map[string]map[string]bool{}
+	for _, h := range e.hosts {
+		if paths[h.host] == nil {
+			paths[h.host] = map[string]bool{}
+		}
+		paths[h.host][h.path] = true
+		if strings.HasPrefix(h.host, "*.") {
+			seen["wildcard host"]++
+		}
+		if len(h.host) == 253 {
+			seen["253-byte host"]++
+		}
+	}
+	for _, p := range paths {
+		if len(p) > 1 {
+			seen["host with several paths"]++
+		}
+	}
+	for _, r := range e.routes {
+		seen[map[string]string{"tcp": "TCP route", "grpc": "gRPC route", "ws": "WebSocket route", "http": "HTTP route"}[r.proto]]++
+		for k, on := range map[string]bool{"strip": r.strip && r.path != "/", "https redirect": r.https, "sticky": r.sticky,
+			"health": r.health != "", "weighted server": slices.ContainsFunc(r.weights, func(w string) bool { return w != "" })} {
+			if on {
+				seen[k]++
+			}
+		}
+	}
+	if e.conflicts > 0 {
+		seen["host claimed twice"]++
+	}
 }

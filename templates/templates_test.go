@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -15,6 +16,8 @@ import (
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
+
+var streamModuleRe = regexp.MustCompile(`(?m)^load_module (\S+/ngx_stream_module\.so);$`)
 
 // instance is one passing instance of a service in a scenario.
 type instance struct {
@@ -275,21 +278,41 @@ func TestTemplatesAcceptPortZeroAndCaseDuplicates(t *testing.T) {
 // TestExampleTemplates renders the operator examples in examples/templates
 // through every scenario, hostile names included, and runs the real nginx -t
 // on each result: an example that would break a proxy is a bug too.
+// TestExampleTemplates runs every recipe of examples/templates through the
+// shared scenarios (hostile names and addresses included) and has the
+// real proxy validate each render; recipes_test.go checks what each one
+// routes.
 func TestExampleTemplates(t *testing.T) {
-	nginx := testenv.NginxBinary(t)
-	examples, err := filepath.Glob(filepath.Join("..", "examples", "templates", "nginx-*.tmpl"))
+	examples, err := filepath.Glob(filepath.Join("..", "examples", "templates", "*.tmpl"))
 	if err != nil || len(examples) == 0 {
 		t.Fatalf("no example templates found: %v", err)
 	}
 	for _, src := range examples {
+		file := filepath.Base(src)
 		for _, s := range scenarios {
-			t.Run(filepath.Base(src)+"/"+s.name, func(t *testing.T) {
-				out := render(t, src, s, []string{"SWITCHYARD_LISTEN=127.0.0.1:18080"})
+			t.Run(file+"/"+s.name, func(t *testing.T) {
+				out := []byte(renderRecipe(t, file, worldOf(s)))
+				if strings.HasPrefix(file, "haproxy-") {
+					haproxyAccepts(t, testenv.HAProxyBinary(t), out)
+					return
+				}
 				noInjectedDirective(t, out, "include", "return 200")
-				nginxAccepts(t, nginx, out)
+				nginxAccepts(t, testenv.NginxBinary(t), out)
 			})
 		}
 	}
+}
+
+// worldOf turns a scenario into what the recipes read: its services in
+// the local datacenter, no KV key set.
+func worldOf(s scenario) recipeWorld {
+	var w recipeWorld
+	for _, name := range s.order {
+		for _, in := range s.services[name] {
+			w.instances = append(w.instances, recipeInstance{svc: name, id: in.id, addr: in.addr, port: in.port})
+		}
+	}
+	return w
 }
 
 // noInjectedDirective fails the test when a line of out starts with one of
@@ -321,6 +344,11 @@ func haproxyAccepts(t testing.TB, haproxy string, out []byte) {
 // nginxAccepts runs the real nginx -t on out, in a prefix of its own.
 func nginxAccepts(t testing.TB, nginx string, out []byte) {
 	t.Helper()
+	// A TCP route loads the stream module, a package of its own on Debian.
+	if m := streamModuleRe.FindSubmatch(out); m != nil {
+		_, err := os.Stat(string(m[1]))
+		testenv.Need(t, err == nil, string(m[1])+" (Debian: libnginx-mod-stream)")
+	}
 	prefix := t.TempDir()
 	conf := filepath.Join(prefix, "nginx.conf")
 	if err := os.WriteFile(conf, out, 0o644); err != nil {

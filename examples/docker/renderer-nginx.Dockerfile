@@ -29,10 +29,12 @@
 #   GO_IMAGE    the Go toolchain the renderer is compiled with (golang:1.26-bookworm)
 #   BASE_IMAGE  Debian 12 (debian:bookworm-slim): the runtime stage installs
 #               Debian's nginx 1.22 with its Lua module (libnginx-mod-http-lua
-#               0.10.23, libnginx-mod-http-ndk, lua-resty-core 0.1.25), the
-#               release the renderer is tested with. A base that has them
-#               already (/usr/lib/nginx/modules/ngx_http_lua_module.so, and
-#               a /bin/sh) skips apt, so the image builds offline.
+#               0.10.23, libnginx-mod-http-ndk, lua-resty-core 0.1.25) and
+#               its stream module (TCP routes), the release the renderer is
+#               tested with. A base that has them already
+#               (/usr/lib/nginx/modules/ngx_http_lua_module.so and
+#               ngx_stream_module.so, and a /bin/sh) skips apt, so the image
+#               builds offline.
 #
 # Stages, in this order on purpose: the classic builder (no BuildKit, e.g.
 # docker-compose v1) builds every stage up to the target, so "runtime"
@@ -47,10 +49,10 @@ ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="switchyard/renderer-nginx" \
       org.opencontainers.image.description="Consul catalog -> validated nginx config; the renderer supervises nginx and applies membership changes through its Lua balancer"
-RUN if [ ! -e /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then \
+RUN if [ ! -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then \
         apt-get update && \
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-            nginx libnginx-mod-http-ndk libnginx-mod-http-lua lua-resty-core && \
+            nginx libnginx-mod-http-ndk libnginx-mod-http-lua lua-resty-core libnginx-mod-stream && \
         rm -rf /var/lib/apt/lists/*; \
     fi
 COPY templates/nginx.conf.tmpl /etc/switchyard/templates/nginx.conf.tmpl

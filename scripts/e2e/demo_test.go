@@ -28,7 +28,7 @@ func TestDemoScript(t *testing.T) {
 	env := []string{
 		"DEMO_PORT=" + strconv.Itoa(testenv.FreePort(t)),
 		// Consul needs four consecutive ports from here.
-		"DEMO_CONSUL_PORT=" + strconv.Itoa(testenv.FreePort(t)),
+		"DEMO_CONSUL_PORT=" + strconv.Itoa(testenv.FreePortRun(t, 4)),
 		"DEMO_DIR=" + filepath.Join(t.TempDir(), "demo"),
 		"DEMO_NAME=" + name,
 	}

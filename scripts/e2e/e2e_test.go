@@ -19,6 +19,8 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/switchyard/switchyard/scripts/testenv"
+
+	"github.com/switchyard/switchyard/renderer/statusdoc"
 )
 
 // holdDown is the renderer's stale-guard hold-down in these tests.
@@ -181,11 +183,7 @@ func TestLastInstanceGoneNginxAnswers503(t *testing.T) {
 	// applies it because Consul still says so.
 	stopContainer(t, ctr)
 	testenv.Eventually(t, 20*time.Second, func() error {
-		var st struct {
-			Templates []struct {
-				Holds int `json:"holds"`
-			} `json:"templates"`
-		}
+		var st statusdoc.Doc
 		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + s.status + "/status")
 		if err != nil {
 			return err

@@ -33,6 +33,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/switchyard/switchyard/scripts/testenv"
+
+	"github.com/switchyard/switchyard/renderer/statusdoc"
 )
 
 // Issue 4 asks for a Consul outage of 2 minutes; -short keeps the same
@@ -235,57 +237,12 @@ func (h *proxyHost) serves(svc string, want ...string) error {
 	return fmt.Errorf("%s: want answers from %v, saw %v", svc, want, seen)
 }
 
-// rendererStatus is the part of the renderer's /status document these
-// tests read (the renderer may add fields; decoding ignores them).
-type rendererStatus struct {
-	Ready     bool             `json:"ready"`
-	Reason    string           `json:"reason"`
-	Templates []statusTemplate `json:"templates"`
-	Proxies   []statusProxy    `json:"proxies"`
-	Runner    struct {
-		Rebuilds        int64      `json:"rebuilds"`
-		OutageRebuilds  int64      `json:"outage_rebuilds"`
-		ConsulErrors    int64      `json:"consul_errors"`
-		LastConsulError string     `json:"last_consul_error"`
-		ConsulDownSince *time.Time `json:"consul_down_since"` // nil: Consul answers
-	} `json:"runner"`
-}
-
-// statusTemplate is one entry of /status templates.
-type statusTemplate struct {
-	Source             string     `json:"source"`
-	Dest               string     `json:"dest"`
-	Proxy              string     `json:"proxy"`
-	Accepted           bool       `json:"accepted"`
-	Swaps              int64      `json:"swaps"`
-	LastSwap           *time.Time `json:"last_swap"`
-	LastError          string     `json:"last_error"`
-	LastErrorKind      string     `json:"last_error_kind"`
-	Rejected           int64      `json:"rejected"`
-	WriteErrors        int64      `json:"write_errors"`
-	ExecErrors         int64      `json:"exec_errors"`
-	Held               bool       `json:"held"`
-	HeldSince          *time.Time `json:"held_since"`
-	HeldBackendsBefore int        `json:"held_backends_before"`
-	HeldBackendsAfter  int        `json:"held_backends_after"`
-	HeldEmptied        []string   `json:"held_emptied"`
-	Holds              int64      `json:"holds"`
-}
-
-// statusProxy is one entry of /status proxies.
-type statusProxy struct {
-	Name            string     `json:"name"`
-	Reloads         int64      `json:"reloads"`
-	ReloadFailures  int64      `json:"reload_failures"`
-	Rollbacks       int64      `json:"rollbacks"`
-	LastReload      *time.Time `json:"last_reload"`
-	LastReloadError string     `json:"last_reload_error"`
-	ReloadPending   bool       `json:"reload_pending"`
-	Supervised      bool       `json:"supervised"`
-	Up              bool       `json:"up"`
-	Deaths          int64      `json:"deaths"`
-	Restarts        int64      `json:"restarts"`
-}
+// The renderer's /status document and its entries.
+type (
+	rendererStatus = statusdoc.Doc
+	statusTemplate = statusdoc.Template
+	statusProxy    = statusdoc.Proxy
+)
 
 // hostStatus is one /status of a proxy host's renderer, with the entries
 // of its one template (the live nginx.conf) and of the nginx it reloads.
@@ -1174,7 +1131,7 @@ func TestRendererKillDuringSwap(t *testing.T) {
 			return
 		}
 
-		stopChurn := startChurn(t, consul, churn)
+		stopChurn, churnEnded := startChurn(t, consul, churn)
 		swaps := h.mustStatus(t).tmpl.Swaps
 		var swapped int64
 		testenv.Eventually(t, 30*time.Second, func() error {
@@ -1183,7 +1140,7 @@ func TestRendererKillDuringSwap(t *testing.T) {
 				return err
 			}
 			if swapped = st.tmpl.Swaps - swaps; swapped < 3 {
-				return fmt.Errorf("%d swaps so far", swapped)
+				return errors.Join(fmt.Errorf("%d swaps so far", swapped), churnEnded())
 			}
 			return nil
 		})
@@ -1219,12 +1176,15 @@ func TestRendererKillDuringSwap(t *testing.T) {
 }
 
 // startChurn registers and deregisters the instances in turn every 10ms
-// (bounded) until the returned stop is called, or the test ends.
-func startChurn(t *testing.T, c *testenv.Consul, ins []instance) (stop func() error) {
+// (bounded) until the returned stop is called, or the test ends. ended
+// says whether the churn stopped by itself, and why.
+func startChurn(t *testing.T, c *testenv.Consul, ins []instance) (stop, ended func() error) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	var err error // written by the goroutine, read after done
+	var writes atomic.Int64
 	go func() {
 		defer close(done)
+		defer func() { writes.Store(-writes.Load()) }() // negative: ended
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for n := range 3000 {
@@ -1238,6 +1198,7 @@ func startChurn(t *testing.T, c *testenv.Consul, ins []instance) (stop func() er
 			if err != nil {
 				return
 			}
+			writes.Add(1)
 			select {
 			case <-quit:
 				return
@@ -1252,7 +1213,15 @@ func startChurn(t *testing.T, c *testenv.Consul, ins []instance) (stop func() er
 		return err
 	}
 	t.Cleanup(func() { _ = stop() })
-	return stop
+	ended = func() error {
+		select {
+		case <-done:
+			return fmt.Errorf("the churn ended after %d writes: %v", -writes.Load(), err)
+		default:
+			return nil
+		}
+	}
+	return stop, ended
 }
 
 // TestRendererRollsBackFailedReload: a render that nginx -t accepts but

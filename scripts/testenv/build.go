@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -55,10 +56,13 @@ func Build(pkg string) (string, error) {
 		return "", err
 	}
 	if binaries.built == nil {
-		// One fixed folder, not a temp dir per process: nothing piles up in
-		// /tmp across runs. Each build lands under a unique name and is
-		// renamed into place, so parallel test packages never see half a file.
-		binaries.dir = filepath.Join(os.TempDir(), fmt.Sprintf("switchyard-bin-%d", os.Getuid()))
+		// One fixed folder per checkout, not a temp dir per process: nothing
+		// piles up in /tmp across runs, and two checkouts tested at once
+		// never run each other's binaries. Each build lands under a unique
+		// name and is renamed into place, so parallel test packages never
+		// see half a file.
+		sum := sha256.Sum256([]byte(root))
+		binaries.dir = filepath.Join(os.TempDir(), fmt.Sprintf("switchyard-bin-%d-%x", os.Getuid(), sum[:4]))
 		if err := os.MkdirAll(binaries.dir, 0o755); err != nil {
 			return "", err
 		}

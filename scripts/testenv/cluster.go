@@ -1,15 +1,11 @@
 package testenv
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -77,12 +73,8 @@ type Agent struct {
 	DataDir string
 	Client  *api.Client
 
-	bin, logPath string
-	args         []string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	// The process, run as every agent of this package is (see agent.go).
+	agentProcess
 }
 
 // Cluster is a real Consul cluster on this machine: servers (3 by default)
@@ -107,8 +99,7 @@ type ClusterOptions struct {
 // voter, then starts the clients and waits until each is a healthy member.
 func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	t.Helper()
-	bin, err := ConsulBinaryPath()
-	Need(t, err == nil, fmt.Sprintf("consul v%s: %v", ConsulVersion, err))
+	bin := needConsul(t)
 	if o.Servers == 0 {
 		o.Servers = 3
 	}
@@ -129,7 +120,7 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	}
 	c := &Cluster{}
 	for i := range n {
-		a := &Agent{IP: ips[i], Ports: ports[i], Server: i < o.Servers, bin: bin}
+		a := &Agent{IP: ips[i], Ports: ports[i], Server: i < o.Servers}
 		if a.Server {
 			a.Name = "consul-server-" + strconv.Itoa(i+1)
 			c.Servers = append(c.Servers, a)
@@ -143,7 +134,7 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 		joins = append(joins, net.JoinHostPort(s.IP, strconv.Itoa(s.Ports.SerfLAN)))
 	}
 	for _, a := range c.all() {
-		a.configure(t, joins, o.Servers)
+		a.configure(t, bin, joins, o.Servers)
 	}
 
 	for _, s := range c.Servers {
@@ -169,45 +160,43 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 
 // configure gives agent a its data dir, client and command line: its own
 // ports on its own address, joining every other server of joins.
-func (a *Agent) configure(t testing.TB, joins []string, servers int) {
+func (a *Agent) configure(t testing.TB, bin string, joins []string, servers int) {
 	a.DataDir = t.TempDir()
-	a.logPath = filepath.Join(a.DataDir, "consul.log")
-	a.Addr = net.JoinHostPort(a.IP, strconv.Itoa(a.Ports.HTTP))
-	cfg := api.DefaultConfig()
-	cfg.Address = a.Addr
+	a.Addr = agentAddr(a.IP, a.Ports)
 	var err error
-	if a.Client, err = api.NewClient(cfg); err != nil {
+	if a.Client, _, err = agentClient(a.Addr); err != nil {
 		t.Fatal(err)
 	}
-	a.args = []string{
-		"agent", "-node", a.Name, "-data-dir", a.DataDir,
-		"-bind", a.IP, "-advertise", a.IP, "-client", a.IP,
-		"-http-port", strconv.Itoa(a.Ports.HTTP),
-		"-dns-port", strconv.Itoa(a.Ports.DNS),
-		"-server-port", strconv.Itoa(a.Ports.Server),
-		"-serf-lan-port", strconv.Itoa(a.Ports.SerfLAN),
-		"-serf-wan-port", strconv.Itoa(a.Ports.SerfWAN),
-		"-grpc-port", strconv.Itoa(a.Ports.GRPC),
-		"-grpc-tls-port", strconv.Itoa(a.Ports.GRPCTLS),
+	a.agentProcess = agentProcess{
+		label:   agentLabel(a.Name, a.Addr),
+		bin:     bin,
+		logPath: filepath.Join(a.DataDir, "consul.log"),
+		args:    append(agentArgs(a.Name, a.IP, a.Ports), a.clusterArgs(joins, servers)...),
+	}
+	a.killAtTestEnd(t)
+}
+
+// clusterArgs is what a Cluster's agent adds to the flags every agent of
+// this package has: a data dir that survives a kill, the tuned timings,
+// the joins, and for a server the size of the cluster it bootstraps.
+func (a *Agent) clusterArgs(joins []string, servers int) []string {
+	args := []string{
+		"-data-dir", a.DataDir,
 		// A restarted agent retries its join every second, not every 30.
 		"-retry-interval", "1s",
 		"-log-level", "info",
 		"-hcl", clusterHCL(),
 	}
+	self := net.JoinHostPort(a.IP, strconv.Itoa(a.Ports.SerfLAN))
 	for _, j := range joins {
-		if j != net.JoinHostPort(a.IP, strconv.Itoa(a.Ports.SerfLAN)) {
-			a.args = append(a.args, "-retry-join", j)
+		if j != self {
+			args = append(args, "-retry-join", j)
 		}
 	}
 	if a.Server {
-		a.args = append(a.args, "-server", "-bootstrap-expect", strconv.Itoa(servers))
+		args = append(args, "-server", "-bootstrap-expect", strconv.Itoa(servers))
 	}
-	t.Cleanup(func() {
-		a.Kill()
-		if t.Failed() {
-			t.Logf("consul agent %s log (tail):\n%s", a.Name, tailFile(a.logPath, 3000))
-		}
-	})
+	return args
 }
 
 func (c *Cluster) all() []*Agent { return append(append([]*Agent(nil), c.Servers...), c.Clients...) }
@@ -281,26 +270,11 @@ func (c *Cluster) WaitVoters(timeout time.Duration, n int) error {
 
 // Start runs the agent (again: same node, address, ports and data dir).
 func (a *Agent) Start() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cmd != nil {
-		return errors.New("consul agent " + a.Name + " already running")
-	}
-	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	pid, err := a.start()
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(a.bin, a.args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start consul agent %s: %w", a.Name, err)
-	}
-	done := make(chan struct{})
-	a.cmd, a.done = cmd, done
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-	boost(cmd.Process.Pid)
+	boost(pid)
 	return nil
 }
 
@@ -317,17 +291,7 @@ func boost(pid int) {
 // WaitReady waits until the agent answers, sees a leader, and its node is
 // in the catalog with a passing serfHealth: a member the servers count on.
 func (a *Agent) WaitReady(timeout time.Duration) error {
-	err := WaitFor(timeout, func() error {
-		if !a.Running() {
-			return fmt.Errorf("consul agent %s exited", a.Name)
-		}
-		l, err := a.Client.Status().Leader()
-		if err != nil {
-			return err
-		}
-		if l == "" {
-			return errors.New("no leader yet")
-		}
+	return a.waitReady(timeout, a.Client, func() error {
 		checks, _, err := a.Client.Health().Node(a.Name, nil)
 		if err != nil {
 			return err
@@ -339,91 +303,17 @@ func (a *Agent) WaitReady(timeout time.Duration) error {
 		}
 		return fmt.Errorf("node %s has no passing serfHealth yet: %v", a.Name, checks)
 	})
-	if err != nil {
-		return fmt.Errorf("consul agent %s at %s not ready: %w\n%s", a.Name, a.Addr, err, tailFile(a.logPath, 2000))
-	}
-	return nil
 }
 
 // Running reports whether the agent's process runs.
-func (a *Agent) Running() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.cmd != nil
-}
+func (a *Agent) Running() bool { return a.running() }
 
 // Pid returns the agent's PID, 0 when it does not run.
-func (a *Agent) Pid() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cmd == nil {
-		return 0
-	}
-	return a.cmd.Process.Pid
-}
+func (a *Agent) Pid() int { return a.pid() }
 
 // Kill is kill -9 of the agent: no leave, its state stays in the data dir.
 // It waits for the exit, so Start can bind the same ports again.
-func (a *Agent) Kill() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cmd == nil {
-		return
-	}
-	_ = a.cmd.Process.Kill()
-	<-a.done
-	a.cmd = nil
-}
+func (a *Agent) Kill() { a.kill() }
 
 // Log returns what the agent has logged so far.
-func (a *Agent) Log() string {
-	b, _ := os.ReadFile(a.logPath)
-	return string(b)
-}
-
-// pickAgentPorts picks 7 ports per address, all distinct across the
-// cluster, each free for TCP and UDP on its address at the time: every
-// listener stays open until all are picked, so none is handed out twice.
-func pickAgentPorts(ips []string) ([]AgentPorts, error) {
-	var closers []func() error
-	defer func() {
-		for _, c := range closers {
-			_ = c()
-		}
-	}()
-	used := map[int]bool{}
-	pick := func(ip string) (int, error) {
-		for range 100 {
-			l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-			if err != nil {
-				return 0, err
-			}
-			closers = append(closers, l.Close)
-			p := l.Addr().(*net.TCPAddr).Port
-			if used[p] {
-				continue
-			}
-			u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(p)))
-			if err != nil {
-				continue
-			}
-			closers = append(closers, u.Close)
-			used[p] = true
-			return p, nil
-		}
-		return 0, errors.New("no free port on " + ip)
-	}
-	out := make([]AgentPorts, len(ips))
-	for i, ip := range ips {
-		var ps [7]int
-		for j := range ps {
-			p, err := pick(ip)
-			if err != nil {
-				return nil, err
-			}
-			ps[j] = p
-		}
-		out[i] = AgentPorts{HTTP: ps[0], DNS: ps[1], Server: ps[2], SerfLAN: ps[3], SerfWAN: ps[4], GRPC: ps[5], GRPCTLS: ps[6]}
-	}
-	return out, nil
-}
+func (a *Agent) Log() string { return a.readLog() }

@@ -2,14 +2,10 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,130 +32,103 @@ type Consul struct {
 	Addr     string // HTTP address, "127.0.0.1:PORT"
 	NodeName string
 	Client   *api.Client
+	// CloseIdle closes Client's idle connections, for tests that count
+	// the connections to the agent.
+	CloseIdle func()
 
-	bin     string
-	args    []string
-	logPath string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
+	// The process, run as every agent of this package is (see agent.go).
+	agentProcess
 }
 
 // StartConsul starts an agent and waits until it has a leader; the agent is
 // stopped when the test ends, and its log printed if the test failed.
+// Its connection limit per client address is raised to 4096: tests that
+// run consul-template directly watch many services.
 func StartConsul(t testing.TB) *Consul {
 	t.Helper()
-	bin, err := ConsulBinaryPath()
-	Need(t, err == nil, fmt.Sprintf("consul v%s: %v", ConsulVersion, err))
-	c, err := NewConsul(bin, t.TempDir(), "consul-"+strconv.Itoa(os.Getpid()))
+	return StartConsulLimited(t, raisedConnLimit)
+}
+
+// StartConsulLimited is StartConsul with http_max_conns_per_client set
+// to connsPerClient; 0 keeps Consul's default (200), as users run it.
+func StartConsulLimited(t testing.TB, connsPerClient int) *Consul {
+	t.Helper()
+	c, err := newConsul(needConsul(t), t.TempDir(), "consul-"+strconv.Itoa(os.Getpid()), connsPerClient)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(c.logPath)
-			t.Logf("consul log (tail):\n%s", tail(b, 4000))
-		}
-	})
+	c.killAtTestEnd(t)
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
+// raisedConnLimit is StartConsul's http_max_conns_per_client:
+// consul-template opens one connection per watched service, and the
+// default 200 per client address starves large catalogs (COMPAT §2).
+const raisedConnLimit = 4096
+
 // NewConsul prepares an agent on free ports; Start runs it. It is exported
 // for the benchmarks, which have no testing.T.
 func NewConsul(bin, dir, node string) (*Consul, error) {
-	ports, err := PickPorts(4)
+	return newConsul(bin, dir, node, raisedConnLimit)
+}
+
+func newConsul(bin, dir, node string, connsPerClient int) (*Consul, error) {
+	ports, err := devAgentPorts()
 	if err != nil {
 		return nil, err
 	}
-	c := &Consul{
-		Addr:     "127.0.0.1:" + strconv.Itoa(ports[0]),
-		NodeName: node,
-		bin:      bin,
-		logPath:  filepath.Join(dir, "consul.log"),
-		args: []string{
-			"agent", "-dev", "-node", node,
-			"-bind", "127.0.0.1", "-client", "127.0.0.1", "-advertise", "127.0.0.1",
-			"-http-port", strconv.Itoa(ports[0]),
-			"-serf-lan-port", strconv.Itoa(ports[1]),
-			"-serf-wan-port", strconv.Itoa(ports[2]),
-			"-server-port", strconv.Itoa(ports[3]),
-			"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
-			"-log-level", "warn",
-			// consul-template opens one connection per watched service; the
-			// default 200 per client address starves large catalogs (COMPAT §2).
-			"-hcl", "limits { http_max_conns_per_client = 4096 }",
-		},
-	}
-	cfg := api.DefaultConfig()
-	cfg.Address = c.Addr
-	client, err := api.NewClient(cfg)
-	if err != nil {
+	addr := agentAddr(devAgentIP, ports)
+	c := &Consul{Addr: addr, NodeName: node}
+	if c.Client, c.CloseIdle, err = agentClient(addr); err != nil {
 		return nil, err
 	}
-	c.Client = client
+	c.agentProcess = agentProcess{
+		label:   agentLabel(node, addr),
+		bin:     bin,
+		logPath: filepath.Join(dir, "consul.log"),
+		args:    append(agentArgs(node, devAgentIP, ports), "-dev", "-log-level", "warn"),
+	}
+	if connsPerClient > 0 {
+		c.args = append(c.args, "-hcl", fmt.Sprintf("limits { http_max_conns_per_client = %d }", connsPerClient))
+	}
 	return c, nil
+}
+
+// devAgentIP is the dev agent's address. Several dev agents (one per
+// test package running in parallel) share it and differ by port.
+const devAgentIP = "127.0.0.1"
+
+// devAgentPorts picks the dev agent's ports as a Cluster's are picked
+// (free for UDP too, where gossip also listens), with the listeners a
+// single dev agent has no use for turned off: DNS and gRPC.
+func devAgentPorts() (AgentPorts, error) {
+	ports, err := pickAgentPorts([]string{devAgentIP})
+	if err != nil {
+		return AgentPorts{}, err
+	}
+	p := ports[0]
+	p.DNS, p.GRPC, p.GRPCTLS = portOff, portOff, portOff
+	return p, nil
 }
 
 // Start runs the agent and waits for a leader and for the agent's own node
 // to be in the catalog.
 func (c *Consul) Start() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cmd != nil {
-		return errors.New("consul already running")
-	}
-	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	if _, err := c.start(); err != nil {
 		return err
 	}
-	cmd := exec.Command(c.bin, c.args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start consul: %w", err)
-	}
-	c.cmd = cmd
-	done := make(chan struct{})
-	c.done = done
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-	err = WaitFor(30*time.Second, func() error {
-		leader, err := c.Client.Status().Leader()
-		if err != nil {
-			return err
-		}
-		if leader == "" {
-			return errors.New("no leader yet")
-		}
-		_, _, err = c.Client.Catalog().Node(c.NodeName, nil)
+	return c.waitReady(30*time.Second, c.Client, func() error {
+		_, _, err := c.Client.Catalog().Node(c.NodeName, nil)
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("consul at %s not ready: %w", c.Addr, err)
-	}
-	return nil
 }
 
-// Stop kills the agent (SIGKILL: an outage, not a graceful leave).
-func (c *Consul) Stop() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cmd == nil {
-		return
-	}
-	_ = c.cmd.Process.Kill()
-	// Wait for the exit, so a restart can bind the same ports again.
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-	}
-	c.cmd = nil
-}
+// Stop kills the agent (SIGKILL: an outage, not a graceful leave) and
+// waits for its exit, so a restart can bind the same ports again.
+func (c *Consul) Stop() { c.kill() }
 
 // Restart kills the agent and starts it again on the same ports. Dev mode
 // keeps state in memory, so this is an agent restart with its data wiped:
@@ -173,10 +142,7 @@ func (c *Consul) Restart(t testing.TB) {
 }
 
 // Log returns what the agent has logged so far.
-func (c *Consul) Log() string {
-	b, _ := os.ReadFile(c.logPath)
-	return string(b)
-}
+func (c *Consul) Log() string { return c.readLog() }
 
 // Services returns the healthy instances of name in the catalog.
 func (c *Consul) Services(ctx context.Context, name string, passingOnly bool) ([]*api.ServiceEntry, error) {

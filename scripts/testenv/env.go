@@ -11,10 +11,13 @@ package testenv
 import (
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +108,48 @@ func PickPorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// FreePortRun returns the first of n consecutive ports free on 127.0.0.1
+// for TCP and UDP (a Consul agent's serf ports use both). It looks below
+// the kernel's ephemeral range: next to a port the kernel handed out,
+// the following ones are often taken by the connections of tests running
+// alongside (a demo agent given such a run could not bind its serf port
+// and never elected a leader: a CI failure of TestDemoScript).
+func FreePortRun(t testing.TB, n int) int {
+	t.Helper()
+	for range 100 {
+		base := 20000 + rand.IntN(12000-n)
+		if portsFree(base, n) {
+			return base
+		}
+	}
+	t.Fatalf("no run of %d free ports found in 20000-32000", n)
+	return 0
+}
+
+// portsFree binds every port of the run on TCP and UDP, all at once.
+func portsFree(base, n int) bool {
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for p := base; p < base+n; p++ {
+		addr := "127.0.0.1:" + strconv.Itoa(p)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return false
+		}
+		held = append(held, l)
+		u, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return false
+		}
+		held = append(held, u)
+	}
+	return true
 }
 
 // lookBinary finds a binary: the env var wins, then the candidates, then PATH.

@@ -17,18 +17,24 @@ import (
 	"github.com/switchyard/switchyard/scripts/testenv"
 )
 
-// policyFile is the documented least-privilege policy.
-const policyFile = "../../../examples/consul/registrar-policy.hcl"
-
 const managementToken = "b1c2d3e4-0000-4000-8000-000000000001"
 
-func readPolicy(t *testing.T) string {
+// startACLAgent starts an agent whose ACLs deny by default, as in
+// production: a call the token under test does not cover fails here too.
+func startACLAgent(t *testing.T) *testenv.SecureConsul {
 	t.Helper()
-	b, err := os.ReadFile(policyFile)
+	return testenv.StartSecureConsul(t, testenv.SecureOptions{ACLToken: managementToken})
+}
+
+// mustOpen opens a catalog for node n1. The tests build cfg themselves, so
+// it must open: what they check is the calls that follow.
+func mustOpen(t *testing.T, cfg Config) *Catalog {
+	t.Helper()
+	cat, err := Open(cfg, "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return cat
 }
 
 func dockerChecked(id string) service.Service {
@@ -95,12 +101,9 @@ func TestReRegistrationKeepsMaintenance(t *testing.T) {
 // documented policy, against an agent whose default policy is deny; and
 // what the agent holds reaches the catalog, which renderers read.
 func TestLeastPrivilegePolicyCoversEveryCall(t *testing.T) {
-	c := testenv.StartSecureConsul(t, testenv.SecureOptions{ACLToken: managementToken})
-	secret, _ := c.CreateACLToken(t, "registrar", readPolicy(t))
-	cat, err := Open(Config{Address: c.Addr, Token: secret}, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startACLAgent(t)
+	secret, _ := c.CreateRegistrarToken(t, "registrar")
+	cat := mustOpen(t, Config{Address: c.Addr, Token: secret})
 	ctx := t.Context()
 	l, err := net.Listen("tcp", "127.0.0.1:0") // for the TCP check to pass
 	if err != nil {
@@ -163,13 +166,10 @@ func waitCatalog(t *testing.T, c *api.Client, name string, n int) {
 // A policy short of the documented one is refused with a 403 that points
 // at the policy, and names the agent.
 func TestTooWeakPolicyIsExplained(t *testing.T) {
-	c := testenv.StartSecureConsul(t, testenv.SecureOptions{ACLToken: managementToken})
+	c := startACLAgent(t)
 	secret, _ := c.CreateACLToken(t, "read-only", `service_prefix "" { policy = "read" }`)
-	cat, err := Open(Config{Address: c.Addr, Token: secret}, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = cat.Register(t.Context(), svc("web-1", nil))
+	cat := mustOpen(t, Config{Address: c.Addr, Token: secret})
+	err := cat.Register(t.Context(), svc("web-1", nil))
 	var we *WriteError
 	if !errors.As(err, &we) || !we.Rejected() {
 		t.Fatalf("register with a read-only token: %v, want a rejection", err)
@@ -189,15 +189,12 @@ func TestTooWeakPolicyIsExplained(t *testing.T) {
 // repaired file works without a new client, a revoked token fails again,
 // and a missing file names the flag.
 func TestTokenFileIsReadForEveryCall(t *testing.T) {
-	c := testenv.StartSecureConsul(t, testenv.SecureOptions{ACLToken: managementToken})
-	secret, accessor := c.CreateACLToken(t, "registrar", readPolicy(t))
+	c := startACLAgent(t)
+	secret, accessor := c.CreateRegistrarToken(t, "registrar")
 	file := filepath.Join(t.TempDir(), "token")
 	const wrong = "0badbad0-1111-4222-8333-444455556666"
-	writeToken(t, file, wrong)
-	cat, err := Open(Config{Address: c.Addr, TokenFile: file}, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	testenv.WriteTokenFile(t, file, wrong)
+	cat := mustOpen(t, Config{Address: c.Addr, TokenFile: file})
 	ctx := t.Context()
 	wantRefused := func(why string, token string) {
 		t.Helper()
@@ -212,7 +209,7 @@ func TestTokenFileIsReadForEveryCall(t *testing.T) {
 	}
 	wantRefused("wrong token", wrong)
 
-	writeToken(t, file, secret)
+	testenv.WriteTokenFile(t, file, secret)
 	if _, err := cat.Owned(ctx); err != nil {
 		t.Fatalf("token file repaired, same client: %v", err)
 	}
@@ -229,18 +226,6 @@ func TestTokenFileIsReadForEveryCall(t *testing.T) {
 	}
 	if _, err := Open(Config{Address: c.Addr, TokenFile: file}, "n1"); err == nil || !strings.Contains(err.Error(), file) {
 		t.Errorf("missing token file at start-up: %v; want an error naming the file", err)
-	}
-}
-
-// writeToken replaces the token file at once, as a secret manager does.
-func writeToken(t *testing.T, path, token string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
 	}
 }
 

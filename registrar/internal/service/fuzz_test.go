@@ -2,6 +2,7 @@ package service
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -18,6 +19,9 @@ func FuzzLabels(f *testing.F) {
 	f.Add("SERVICE_8080_CHECK_2_HTTP_HEADER_X-Key", "v\r\n", "SERVICE_CHECK_2_HTTPS=/")
 	f.Add("SERVICE_CHECK_PORT", "53", "SERVICE_CHECK_GRPC=svc")
 	f.Add("SERVICE_CHECK_07_TCP", "1", "SERVICE_53_UDP_CHECK_99_TTL=1s")
+	f.Add("SERVICE_ROUTE_HOST", "A.com,*.b.com", "SERVICE_8080_ROUTE_PATH=/x")
+	f.Add("SERVICE_TAGS", "urlprefix-a.com/x strip=/x,urlprefix-:9 proto=tcp", "VIRTUAL_HOST=b.com")
+	f.Add("SERVICE_ROUTE_PORT", "70000", "VIRTUAL_PORT=8080")
 	f.Fuzz(func(t *testing.T, key, value, envKV string) {
 		c := web(
 			labels(key, value),
@@ -51,6 +55,9 @@ func FuzzLabels(f *testing.F) {
 					if !metaKeyRE.MatchString(k) || len(k) > maxMetaKeyLen || len(v) > maxMetaValueLen {
 						t.Fatalf("meta %q=%q registered", k, v)
 					}
+					if rule, ok := routeRules[k]; strings.HasPrefix(k, routePrefix) && (!ok || !normal(rule, v)) {
+						t.Fatalf("routing meta %q=%q registered", k, v)
+					}
 				}
 				if s.Address == "" || s.Port <= 0 {
 					t.Fatalf("no address: %+v", s)
@@ -71,4 +78,10 @@ func FuzzLabels(f *testing.F) {
 			}
 		}
 	})
+}
+
+// normal reports whether v is a value rule accepts as it is.
+func normal(rule routeRule, v string) bool {
+	norm, problems := rule(v)
+	return norm == v && len(problems) == 0
 }

@@ -195,6 +195,7 @@ func FromContainer(c container.Container, p Policy) ([]Service, []error) {
 		seen[s.ID] = port.Port
 		out = append(out, s)
 	}
+	b.virtualUnplaced(ports)
 	slices.SortFunc(out, func(a, b Service) int { return strings.Compare(a.ID, b.ID) })
 	return out, uniqueErrors(b.errs)
 }
@@ -287,7 +288,7 @@ func (b *builder) service(md Metadata, port container.Port, group bool, forced [
 		return Service{}, false
 	}
 	s := Service{ID: id, Name: name, Address: addr, Port: svcPort, ContainerID: b.c.ID,
-		Tags: b.tags(m, forced), Meta: b.meta(m)}
+		Tags: b.tags(m, forced), Meta: b.meta(m, b.route(m, port))}
 	checks, ok := b.allChecks(m, addr, svcPort)
 	if !ok {
 		return Service{}, false
@@ -477,16 +478,19 @@ func dedupe(tags []string) []string {
 
 // meta turns the keys that are neither known nor checks into service meta,
 // rejecting what Consul would refuse, so one bad key does not fail the
-// whole registration. Ownership keys are always ours.
-func (b *builder) meta(m map[string]entry) map[string]string {
+// whole registration. Ownership keys are always ours. The routing meta,
+// checked already, goes first: the 64-key limit must never cut a route
+// in half (a route without its host would be wider than asked).
+func (b *builder) meta(m map[string]entry, route map[string]string) map[string]string {
 	meta := map[string]string{
 		MetaNode:        b.p.Node,
 		MetaContainerID: b.c.ID,
 	}
+	maps.Copy(meta, route)
 	room := maxMetaPairs - len(meta) - 1 // one for the fingerprint
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		e := m[k]
-		if known[k] || strings.HasPrefix(k, "check_") {
+		if known[k] || strings.HasPrefix(k, "check_") || strings.HasPrefix(k, routePrefix) {
 			continue
 		}
 		switch {

@@ -111,6 +111,11 @@ type Consul struct {
 	// RetryMaxBackoff caps the backoff between Consul retries; retries
 	// never stop.
 	RetryMaxBackoff time.Duration
+	// MirrorAddr, when set (http://127.0.0.1:PORT), is where
+	// consul-template and the probe reach Consul: the renderer's read
+	// mirror (--consul-mirror), which alone talks to the agent.
+	// MirrorSecret is the token they send it instead of Consul's.
+	MirrorAddr, MirrorSecret string
 }
 
 var proxies = []string{ProxyNginx, ProxyHAProxy, ProxyCaddy, ProxyNone}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/template"
 	"time"
 
@@ -13,6 +16,8 @@ import (
 	dep "github.com/hashicorp/consul-template/dependency"
 	"github.com/hashicorp/consul-template/renderer"
 	"github.com/hashicorp/consul/api"
+
+	"github.com/switchyard/switchyard/renderer/internal/mirror"
 )
 
 // DeniedFunctions are consul-template functions an operator template may not
@@ -133,6 +138,76 @@ func (c *Config) applyConsul(ct *ctconfig.Config) {
 	}
 }
 
+// viaMirror points consul-template at the read mirror when there is one:
+// plain HTTP on loopback, with the mirror's per-run secret as the token
+// (the mirror sends the real one upstream). The probe goes there too, so
+// "the probe answers" keeps meaning "the runner's watches can answer".
+func (c *Config) viaMirror(ct *ctconfig.Config) {
+	if c.Consul.MirrorAddr == "" {
+		return
+	}
+	cc := ct.Consul
+	cc.Address = ctconfig.String(c.Consul.MirrorAddr)
+	cc.Token = ctconfig.String(c.Consul.MirrorSecret)
+	cc.TokenFile = ctconfig.String("")
+	cc.SSL = ctconfig.DefaultSSLConfig()
+	cc.SSL.Enabled = ctconfig.Bool(false)
+}
+
+// MirrorUpstream is how the read mirror reaches Consul: the address, TLS
+// and token consul-template would use without it (flags over the HCL
+// consul{} block over the environment).
+func (c *Config) MirrorUpstream() (mirror.Upstream, error) {
+	ct := ctconfig.DefaultConfig()
+	if c.hcl != nil {
+		ct = ct.Merge(c.hcl)
+	}
+	c.applyConsul(ct)
+	ct.Finalize()
+	cc := ct.Consul
+	up := mirror.Upstream{Transport: &http.Transport{}}
+	addr := ctconfig.StringVal(cc.Address)
+	if addr == "" {
+		addr = "127.0.0.1:8500"
+	}
+	scheme := "http"
+	if ctconfig.BoolVal(cc.SSL.Enabled) {
+		scheme = "https"
+	}
+	if s, rest, ok := strings.Cut(addr, "://"); ok {
+		switch s {
+		case "http", "https":
+			scheme, addr = s, rest
+		case "unix":
+			up.Network, up.Addr, addr = "unix", rest, "consul"
+		default:
+			return up, fmt.Errorf("consul address %q: unknown scheme %s", addr, s)
+		}
+	}
+	up.BaseURL = scheme + "://" + strings.TrimSuffix(addr, "/")
+	if scheme == "https" {
+		tlsCfg, err := api.SetupTLSConfig(&api.TLSConfig{
+			Address: ctconfig.StringVal(cc.SSL.ServerName), CAFile: ctconfig.StringVal(cc.SSL.CaCert),
+			CAPath: ctconfig.StringVal(cc.SSL.CaPath), CertFile: ctconfig.StringVal(cc.SSL.Cert),
+			KeyFile: ctconfig.StringVal(cc.SSL.Key), InsecureSkipVerify: !ctconfig.BoolVal(cc.SSL.Verify),
+		})
+		if err != nil {
+			return up, fmt.Errorf("consul TLS: %w", err)
+		}
+		up.Transport.TLSClientConfig = tlsCfg
+	}
+	up.Token = ctconfig.StringVal(cc.Token)
+	if f := ctconfig.StringVal(cc.TokenFile); up.Token == "" && f != "" {
+		// Read now for a clear error at start, and again by the mirror
+		// for every request, so a rotated token needs no restart.
+		if _, err := os.ReadFile(f); err != nil {
+			return up, fmt.Errorf("consul token file: %w", err)
+		}
+		up.TokenFile = f
+	}
+	return up, nil
+}
+
 // ConsulProbe returns a cheap check that Consul answers and has a leader
 // (GET /v1/status/leader), made with exactly the client settings the
 // consul-template runner uses (flags, HCL consul{} block, env, TLS), so
@@ -145,6 +220,7 @@ func (c *Config) ConsulProbe() func(context.Context) error {
 		ct = ct.Merge(c.hcl)
 	}
 	c.applyConsul(ct)
+	c.viaMirror(ct)
 	ct.Finalize()
 	client, err := consulClient(ct.Consul)
 	return func(ctx context.Context) error {
@@ -223,6 +299,7 @@ func (c *Config) ConsulTemplate(render renderer.Renderer, funcs template.FuncMap
 	// which restarts every watch at index 0 within seconds.
 
 	c.applyConsul(ct)
+	c.viaMirror(ct)
 
 	// A template or validation error must not kill the runner.
 	ct.TemplateErrFatal = ctconfig.Bool(false)

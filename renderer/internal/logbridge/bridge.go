@@ -27,6 +27,10 @@ type Options struct {
 	// trimmed contents join Secrets. A file we cannot read adds nothing:
 	// consul-template reports that itself when it reads the file.
 	SecretFiles []string
+	// WatchesAreLocal: consul-template's watches go to the renderer's
+	// read mirror, not to the agent, so its "watching N dependencies ...
+	// could DDoS your servers" warning is wrong and goes to debug.
+	WatchesAreLocal bool
 }
 
 // Bridge owns Go's global log output while it is installed.
@@ -50,7 +54,7 @@ func New(logger *slog.Logger, o Options) *Bridge {
 		}
 	}
 	b := &Bridge{
-		w:          &writer{log: logger, redact: NewRedactor(secrets...)},
+		w:          &writer{log: logger, redact: NewRedactor(secrets...), localWatches: o.WatchesAreLocal},
 		prevFlags:  log.Flags(),
 		prevPrefix: log.Prefix(),
 	}
@@ -93,7 +97,8 @@ type writer struct {
 	done   atomic.Bool // set by Restore: drop everything
 	// lastDDoS: unix nanos of the last "watching N dependencies" line let
 	// through; consul-template repeats it on every pass.
-	lastDDoS atomic.Int64
+	lastDDoS     atomic.Int64
+	localWatches bool // Options.WatchesAreLocal
 }
 
 func (w *writer) Write(p []byte) (int, error) {
@@ -142,6 +147,9 @@ func (w *writer) levelFor(line string, now time.Time) slog.Level {
 	case strings.HasPrefix(line, "[WARN] (view) ") && strings.Contains(line, "(retry attempt "):
 		return slog.LevelDebug
 	case strings.HasPrefix(line, "[WARN] (runner) watching ") && strings.Contains(line, "dependencies"):
+		if w.localWatches {
+			return slog.LevelDebug
+		}
 		last := w.lastDDoS.Load()
 		if last != 0 && now.UnixNano()-last < int64(ddosEvery) {
 			return slog.LevelDebug

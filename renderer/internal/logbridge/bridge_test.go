@@ -234,3 +234,14 @@ func TestRetryLinesDemoted(t *testing.T) {
 		t.Fatalf("records %+v", got)
 	}
 }
+
+// Issue 11: with the read mirror, consul-template's watches are local
+// connections; its warning that they could DDoS Consul goes to debug.
+func TestDependencyCountWarningQuietWithTheMirror(t *testing.T) {
+	_, recs := bridged(t, slog.LevelWarn, Options{WatchesAreLocal: true})
+	log.Print("[WARN] (runner) watching 3002 dependencies - watching this many dependencies could DDoS your servers")
+	log.Print("[WARN] (runner) something else")
+	if got := recs(); len(got) != 1 || got[0].Msg != "something else" {
+		t.Fatalf("records %+v", got)
+	}
+}

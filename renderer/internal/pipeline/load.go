@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/switchyard/switchyard/renderer/internal/prio"
 	"github.com/switchyard/switchyard/renderer/internal/status"
 )
 
@@ -38,6 +39,11 @@ func (p *Pipeline) Load(proxy string, load func(Change) error) Loaded {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	err := load(p.change(proxy))
+	if err == nil || isNotRunning(err) {
+		if cerr := p.checkUnchecked(proxy); cerr != nil {
+			err = cerr // the proxy runs what it rejects in a file: go back
+		}
+	}
 	if err == nil {
 		p.proved(proxy)
 		return Loaded{}
@@ -53,6 +59,43 @@ func (p *Pipeline) Load(proxy string, load func(Change) error) Loaded {
 		}
 	}
 	return out
+}
+
+// checkUnchecked validates the live files of proxy that went in without
+// validation (Target.RuntimeOnly), now that the change is applied: a
+// rejected one is refused like any render, and Load rolls it back.
+func (p *Pipeline) checkUnchecked(proxy string) error {
+	var errs []error
+	for _, d := range p.Destinations(proxy) {
+		t, f := p.targets[d], p.files[d]
+		if f.unchecked == 0 || f.unchecked != f.live {
+			continue
+		}
+		f.unchecked = 0
+		err := p.validateLive(t)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("applied at runtime, then rejected by the proxy's validation: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validateLive validates a copy of t's live file staged next to it, as
+// every render is validated (a validator that checks a file in place of
+// the live one needs them apart).
+func (p *Pipeline) validateLive(t *Target) error {
+	b, err := os.ReadFile(t.Dest)
+	if err != nil {
+		return writeError{err}
+	}
+	// The change is served already: the proxy's workers come first.
+	s, took, err := stageValidated(prio.Background(p.ctx), t, b, 0, p.timeout)
+	p.observeValidate(t, took, err)
+	if err != nil {
+		return err
+	}
+	s.discard()
+	return nil
 }
 
 // change reads the running and live bytes of proxy's files. A file that

@@ -53,6 +53,15 @@ type Target struct {
 	// upstream/backend block (NginxUpstreams, HAProxyBackends). nil turns
 	// the guard off for this target.
 	Backends func([]byte) Counts
+	// RuntimeOnly reports whether next differs from live only in what the
+	// proxy applies through its runtime interface and checks there (the
+	// members of existing upstreams). Such a render skips the proxy's
+	// validation on its way in, which is most of a membership change's
+	// latency; Load validates it after the change is applied, and rolls
+	// back and reloads if the proxy rejects it, so the file a restart
+	// reads is still one the proxy accepts. nil: every render is
+	// validated first.
+	RuntimeOnly func(live, next []byte) bool
 }
 
 // DefaultKeep is how many generations are kept per destination.
@@ -97,6 +106,7 @@ type Pipeline struct {
 // file is what the pipeline knows of one live file.
 type file struct {
 	live, verified int      // generations; 0: not one of ours / none proved yet
+	unchecked      int      // a generation swapped in unvalidated (RuntimeOnly); Load validates it
 	refused        [32]byte // sum of the last refused render
 	hasRefused     bool
 }
@@ -198,8 +208,11 @@ func (p *Pipeline) write(t *Target, contents []byte, perms os.FileMode, held boo
 		// a runner rebuild): the validator would say the same again.
 		return nil, false, fmt.Errorf("template %s -> %s: unchanged since refused", t.Template, t.Dest)
 	}
-	s, took, err := stageValidated(p.ctx, t, contents, perms, p.timeout)
-	p.observeValidate(t, took, err)
+	quick := p.runtimeOnly(t, f, live, exists, contents)
+	if quick {
+		p.log.Debug("membership-only render: validated after the runtime apply", "template", t.Template, "dest", t.Dest)
+	}
+	s, err := p.stageRender(t, contents, perms, quick)
 	if err != nil {
 		return nil, false, p.refuse(t, f, &sum, err)
 	}
@@ -207,7 +220,29 @@ func (p *Pipeline) write(t *Target, contents []byte, perms os.FileMode, held boo
 		s.discard()
 		return live, false, nil
 	}
-	return p.commit(t, f, s, exists, contents, start)
+	out, swapped, err := p.commit(t, f, s, exists, contents, start)
+	if err == nil && quick {
+		f.unchecked = f.live
+	}
+	return out, swapped, err
+}
+
+// runtimeOnly: the render can skip validation on its way in, because it
+// changes only members of what the proxy proved it runs (the live file
+// is the last proved generation, and checked).
+func (p *Pipeline) runtimeOnly(t *Target, f *file, live []byte, exists bool, next []byte) bool {
+	return t.RuntimeOnly != nil && exists && f.verified != 0 && f.live == f.verified &&
+		f.unchecked != f.live && t.RuntimeOnly(live, next)
+}
+
+// stageRender stages a render, validated unless quick.
+func (p *Pipeline) stageRender(t *Target, contents []byte, perms os.FileMode, quick bool) (*staged, error) {
+	if quick {
+		return stageOnly(t, contents, perms)
+	}
+	s, took, err := stageValidated(p.ctx, t, contents, perms, p.timeout)
+	p.observeValidate(t, took, err)
+	return s, err
 }
 
 func (p *Pipeline) commit(t *Target, f *file, s *staged, exists bool, contents []byte, start time.Time) ([]byte, bool, error) {

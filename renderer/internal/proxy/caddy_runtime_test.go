@@ -225,9 +225,10 @@ func TestCaddyPatchMembership(t *testing.T) {
 	}
 
 	v2 := r.write(t, r.config([]*caddyBackend{b1, b2}, nil, ""))
+	runtimeOnly := r.c.RuntimeOnly(v1[r.c.Config], v2[r.c.Config])
 	patched, err := r.c.Patch(ctx, v1, v2)
-	if err != nil || !patched {
-		t.Fatalf("Patch = %v, %v; want true, nil", patched, err)
+	if err != nil || !patched || !runtimeOnly {
+		t.Fatalf("Patch = %v, %v, RuntimeOnly %v; want true, nil, true", patched, err, runtimeOnly)
 	}
 	// Caddy sees the answer within its refresh (50ms): b2 serves, then
 	// b0 gets nothing more.
@@ -319,6 +320,9 @@ func TestCaddyPatchStructural(t *testing.T) {
 			patched, err := r.c.Patch(ctx, v1, live)
 			if err != nil || patched {
 				t.Fatalf("Patch = %v, %v; want false, nil", patched, err)
+			}
+			if r.c.RuntimeOnly(v1[r.c.Config], live[r.c.Config]) {
+				t.Error("RuntimeOnly = true for a structural change: it would skip validation")
 			}
 			if body := k.mustGet(t, "web.localhost"); body != "b0" {
 				t.Errorf("web answered from %s, want b0: a structural change must not reach Caddy", body)

@@ -1,18 +1,16 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/switchyard/switchyard/renderer/haproxyproc"
 )
 
 // HAProxy validates, runs and reloads an HAProxy in master-worker mode
@@ -166,8 +164,6 @@ type proc struct {
 	raw     string
 }
 
-var failedRe = regexp.MustCompile(`\[failed:\s*(\d+)\]`)
-
 func (h *HAProxy) showProc(ctx context.Context) (proc, error) {
 	out, err := h.cli(ctx, "show proc")
 	if err != nil {
@@ -182,38 +178,12 @@ func (h *HAProxy) showProc(ctx context.Context) (proc, error) {
 	return p, nil
 }
 
-// parseShowProc reads the master CLI's "show proc" table (HAProxy 2.6):
-// the master line carries "[failed: N]", workers follow "# workers", and
-// workers still finishing old connections follow "# old workers".
+// parseShowProc reads the master CLI's "show proc" table with the parser
+// the membership benchmark shares (see haproxyproc), and keeps the answer
+// for error messages.
 func parseShowProc(out string) proc {
-	p := proc{workers: map[int]bool{}, raw: out}
-	section := ""
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if strings.HasPrefix(line, "#") {
-			section = strings.TrimSpace(strings.TrimPrefix(line, "#"))
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		pid, err := strconv.Atoi(f[0])
-		if err != nil {
-			continue
-		}
-		switch {
-		case f[1] == "master":
-			p.master = pid
-			if m := failedRe.FindStringSubmatch(line); m != nil {
-				p.failed, _ = strconv.Atoi(m[1])
-			}
-		case f[1] == "worker" && section == "workers":
-			p.workers[pid] = true
-		}
-	}
-	return p
+	t := haproxyproc.Parse(out)
+	return proc{master: t.Master, workers: t.Workers, failed: t.Failed, raw: out}
 }
 
 // cli sends one command to the master socket and returns the answer.

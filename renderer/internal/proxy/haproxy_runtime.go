@@ -516,3 +516,13 @@ func stateDiff(s membership.Server, st hxServerState) string {
 	}
 	return strings.Join(d, ", ")
 }
+
+// RuntimeOnly reports whether next differs from live only in what Patch
+// applies through the runtime API, which parses each added server line
+// as the config would and is verified with show servers state. The
+// pipeline then swaps next in without haproxy -c first (about 0.4 s
+// here) and validates it after the apply.
+func (h *HAProxy) RuntimeOnly(live, next []byte) bool {
+	_, err := membership.HAProxyDiff(live, next)
+	return err == nil
+}

@@ -310,3 +310,26 @@ func (d nginxDump) check(pools []membership.NginxPool) error {
 	}
 	return nil
 }
+
+// RuntimeOnly reports whether next differs from live only in what Patch
+// applies at runtime and then reads back from nginx: the server lines of
+// dynamic upstreams, each still with a server, with the endpoint in the
+// file to push them to. The pipeline then swaps next in without running
+// nginx -t first (most of a membership change's latency) and validates
+// it after the push.
+func (n *Nginx) RuntimeOnly(live, next []byte) bool {
+	pools, err := membership.NginxDiff(live, next)
+	if err != nil {
+		return false
+	}
+	for _, p := range pools {
+		if len(p.Servers) == 0 {
+			return false // nginx rejects an upstream without a server
+		}
+	}
+	if len(pools) == 0 {
+		return true
+	}
+	_, ok := nginxEndpoint(map[string][]byte{"": live})
+	return ok
+}

@@ -137,7 +137,22 @@ func (s *luaSite) start(config string) {
 func (s *luaSite) patch(running, live string) (bool, error) {
 	s.t.Helper()
 	write(s.t, s.conf, live)
-	return s.n.Patch(context.Background(), map[string][]byte{s.conf: []byte(running)}, map[string][]byte{s.conf: []byte(live)})
+	patched, err := s.n.Patch(context.Background(), map[string][]byte{s.conf: []byte(running)}, map[string][]byte{s.conf: []byte(live)})
+	agreesWithPatch(s.t, s.n.RuntimeOnly, running, live, patched, err)
+	return patched, err
+}
+
+// agreesWithPatch: the pipeline lets a render skip validation on its way
+// in only when RuntimeOnly says Patch applies it; a change Patch calls
+// structural must be validated first.
+func agreesWithPatch(t *testing.T, runtimeOnly func(live, next []byte) bool, running, live string, patched bool, err error) {
+	t.Helper()
+	if err != nil {
+		return // a failed apply says nothing of the change's kind
+	}
+	if got := runtimeOnly([]byte(running), []byte(live)); got != patched {
+		t.Errorf("RuntimeOnly = %v, Patch applied at runtime = %v", got, patched)
+	}
 }
 
 func (s *luaSite) workers() map[int]bool {

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/switchyard/switchyard/renderer/internal/prio"
 )
 
 // DefaultTimeout bounds every command we run against a proxy binary.
@@ -98,6 +100,7 @@ func run(ctx context.Context, timeout time.Duration, bin string, args ...string)
 	cmd.WaitDelay = time.Second
 	err := Start(cmd)
 	if err == nil {
+		prio.Lower(ctx, cmd.Process.Pid)
 		err = Wait(cmd)
 	}
 	if ctx.Err() != nil && err != nil {
@@ -112,7 +115,10 @@ func run(ctx context.Context, timeout time.Duration, bin string, args ...string)
 // a slow proxy must not be read from /proc or its socket in a busy loop.
 //
 // fn gets the poll's own context, so a check that talks to the proxy ends
-// with the poll instead of running past it.
+// with the poll instead of running past it. A check cut short that way
+// fails with whatever its socket said ("i/o timeout"); the poll reports
+// it as the poll's own end, wrapping both, so callers that tell a timeout
+// from a failure (a drain that took too long) see the timeout.
 func pollUntil(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -120,6 +126,9 @@ func pollUntil(ctx context.Context, timeout time.Duration, fn func(ctx context.C
 	defer t.Stop()
 	for interval := time.Millisecond; ; interval = min(2*interval, 20*time.Millisecond) {
 		done, err := fn(ctx)
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
 		if err != nil {
 			return err
 		}

@@ -229,6 +229,17 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.001, 2, 15)
 // observes nothing, so tests and callers without metrics can pass nil.
 type Histograms struct {
 	validate, swap, reload, runtime *prometheus.HistogramVec
+	// extra are families of other parts (the Consul mirror) served next
+	// to these; added before the status server starts.
+	extra []prometheus.Collector
+}
+
+// Add serves more families (the Consul mirror's) on /metrics. Call it
+// before Handler.
+func (h *Histograms) Add(cs ...prometheus.Collector) {
+	if h != nil {
+		h.extra = append(h.extra, cs...)
+	}
 }
 
 // NewHistograms returns empty histograms, registered nowhere yet.
@@ -294,7 +305,7 @@ func (h *Histograms) collectors() []prometheus.Collector {
 	if h == nil {
 		return nil
 	}
-	return []prometheus.Collector{h.validate, h.swap, h.reload, h.runtime}
+	return append([]prometheus.Collector{h.validate, h.swap, h.reload, h.runtime}, h.extra...)
 }
 
 // metricsHandler serves src and h from a registry of its own: the global

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/switchyard/switchyard/renderer/statusdoc"
 )
 
 // Snapshot is the renderer's state at one moment, as plain values.
@@ -225,73 +227,13 @@ func Handler(src Source, h *Histograms) http.Handler {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-// The JSON document of /status. Field names are an interface: add, never
-// rename. Times are RFC 3339 in UTC, null when it never happened.
-type statusDoc struct {
-	Ready     bool           `json:"ready"`
-	Reason    string         `json:"reason"`
-	Templates []templateJSON `json:"templates"`
-	Proxies   []proxyJSON    `json:"proxies"`
-	Runner    runnerJSON     `json:"runner"`
-}
-
-type templateJSON struct {
-	Source             string     `json:"source"`
-	Dest               string     `json:"dest"`
-	Proxy              string     `json:"proxy"`
-	Accepted           bool       `json:"accepted"`
-	Swaps              int64      `json:"swaps"`
-	LastSwap           *time.Time `json:"last_swap"`
-	LastError          string     `json:"last_error"`
-	LastErrorKind      string     `json:"last_error_kind"` // "" or a Kind* constant
-	Rejected           int64      `json:"rejected"`
-	WriteErrors        int64      `json:"write_errors"`
-	ExecErrors         int64      `json:"exec_errors"`
-	ParseError         string     `json:"parse_error"`
-	Held               bool       `json:"held"`
-	HeldSince          *time.Time `json:"held_since"`
-	HeldBackendsBefore int        `json:"held_backends_before"`
-	HeldBackendsAfter  int        `json:"held_backends_after"`
-	HeldEmptied        []string   `json:"held_emptied"`
-	Holds              int64      `json:"holds"`
-}
-
-type proxyJSON struct {
-	Name           string `json:"name"`
-	Reloads        int64  `json:"reloads"`
-	ReloadFailures int64  `json:"reload_failures"`
-	Rollbacks      int64  `json:"rollbacks"`
-	// Membership changes applied at runtime, without a reload.
-	RuntimeApplies   int64      `json:"runtime_applies"`
-	RuntimeFailures  int64      `json:"runtime_apply_failures"`
-	RuntimeFallbacks int64      `json:"runtime_fallbacks"`
-	LastRuntimeApply *time.Time `json:"last_runtime_apply"`
-	LastRuntimeError string     `json:"last_runtime_apply_error"`
-	LastReload       *time.Time `json:"last_reload"`
-	LastReloadError  string     `json:"last_reload_error"`
-	ReloadPending    bool       `json:"reload_pending"`
-	// Up, Deaths and Restarts mean something only when Supervised; they
-	// are there (false, 0) for the others so every entry has one shape.
-	Supervised bool  `json:"supervised"`
-	Up         bool  `json:"up"`
-	Deaths     int64 `json:"deaths"`
-	Restarts   int64 `json:"restarts"`
-}
-
-type runnerJSON struct {
-	Rebuilds        int64      `json:"rebuilds"`
-	OutageRebuilds  int64      `json:"outage_rebuilds"`
-	ConsulErrors    int64      `json:"consul_errors"`
-	LastConsulError string     `json:"last_consul_error"`
-	ConsulDownSince *time.Time `json:"consul_down_since"` // null: Consul answers
-	// Consul answers but refuses the runner (429, resets): counts by
-	// reason, the last refusal, since when (null: not now), and the
-	// dependencies still without data.
-	ConsulThrottled      map[string]int64 `json:"consul_throttled"`
-	LastConsulThrottle   string           `json:"last_consul_throttle"`
-	ConsulThrottledSince *time.Time       `json:"consul_throttled_since"`
-	MissingDependencies  int              `json:"missing_dependencies"`
-}
+// The JSON document of /status is package statusdoc's.
+type (
+	statusDoc    = statusdoc.Doc
+	templateJSON = statusdoc.Template
+	proxyJSON    = statusdoc.Proxy
+	runnerJSON   = statusdoc.Runner
+)
 
 func timeJSON(t time.Time) *time.Time {
 	if t.IsZero() {

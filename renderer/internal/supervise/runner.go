@@ -239,13 +239,22 @@ func (l *loop) onReread() error {
 	return nil
 }
 
-// NewEngine adapts a consul-template runner.
-func NewEngine(r *manager.Runner) Engine { return ctEngine{r} }
+// NewEngine adapts a consul-template runner; onStop (if not nil) runs
+// after the runner stopped, to release what was built for it.
+func NewEngine(r *manager.Runner, onStop func()) Engine { return ctEngine{r, onStop} }
 
-type ctEngine struct{ r *manager.Runner }
+type ctEngine struct {
+	r      *manager.Runner
+	onStop func()
+}
 
-func (e ctEngine) Start()                  { e.r.Start() }
-func (e ctEngine) Stop()                   { e.r.Stop() }
+func (e ctEngine) Start() { e.r.Start() }
+func (e ctEngine) Stop() {
+	e.r.Stop()
+	if e.onStop != nil {
+		e.onStop()
+	}
+}
 func (e ctEngine) Fatal() <-chan error     { return e.r.ErrCh }
 func (e ctEngine) ServerErr() <-chan error { return e.r.ServerErrCh }
 func (e ctEngine) Events() <-chan struct{} { return e.r.RenderEventCh() }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,11 +11,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +25,7 @@ import (
 	"github.com/switchyard/switchyard/renderer/internal/logbridge"
 	"github.com/switchyard/switchyard/renderer/internal/pipeline"
 	"github.com/switchyard/switchyard/renderer/internal/status"
+	"github.com/switchyard/switchyard/renderer/statusdoc"
 	"github.com/switchyard/switchyard/scripts/testenv"
 )
 
@@ -35,47 +33,12 @@ import (
 // so a template over a few dozen services is enough to exceed it.
 const connLimit = 20
 
-// startLimitedConsul runs a dev agent like testenv.StartConsul, but at a
-// low connection limit per client address (testenv raises it to 4096).
+// startLimitedConsul runs a dev agent at a low connection limit per
+// client address.
 func startLimitedConsul(t *testing.T) (*api.Client, string) {
 	t.Helper()
-	bin, err := testenv.ConsulBinaryPath()
-	testenv.Need(t, err == nil, fmt.Sprintf("consul: %v", err))
-	ports, err := testenv.PickPorts(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	logf, err := os.Create(filepath.Join(t.TempDir(), "consul.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "agent", "-dev", "-node", "throttle-"+strconv.Itoa(os.Getpid()),
-		"-bind", "127.0.0.1", "-client", "127.0.0.1", "-advertise", "127.0.0.1",
-		"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]),
-		"-serf-wan-port", strconv.Itoa(ports[2]), "-server-port", strconv.Itoa(ports[3]),
-		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn",
-		"-hcl", fmt.Sprintf("limits { http_max_conns_per_client = %d }", connLimit))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
-	cfg := api.DefaultConfig()
-	cfg.Address = addr
-	client, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 30*time.Second, func() error {
-		leader, err := client.Status().Leader()
-		if err == nil && leader == "" {
-			err = errors.New("no leader yet")
-		}
-		return err
-	})
-	return client, addr
+	c := testenv.StartConsulLimited(t, connLimit)
+	return c.Client, c.Addr
 }
 
 // register adds services name-0 .. name-(n-1), one instance each, retrying
@@ -133,7 +96,7 @@ func runReal(t *testing.T, addr, tmpl string) (string, string) {
 			if err != nil {
 				return nil, err
 			}
-			return NewEngine(r), nil
+			return NewEngine(r, nil), nil
 		}})
 	done := make(chan error, 1)
 	go func() { done <- sup.Run(ctx) }()
@@ -150,20 +113,8 @@ func runReal(t *testing.T, addr, tmpl string) (string, string) {
 	return srv.URL, dest
 }
 
-// statusDoc is the part of /status these tests read.
-type statusDoc struct {
-	Ready  bool   `json:"ready"`
-	Reason string `json:"reason"`
-	Runner struct {
-		OutageRebuilds  int64            `json:"outage_rebuilds"`
-		ConsulDownSince *time.Time       `json:"consul_down_since"`
-		Throttled       map[string]int64 `json:"consul_throttled"`
-		ThrottledSince  *time.Time       `json:"consul_throttled_since"`
-		Missing         int              `json:"missing_dependencies"`
-		LastError       string           `json:"last_consul_error"`
-		LastThrottle    string           `json:"last_consul_throttle"`
-	} `json:"runner"`
-}
+// statusDoc is the /status document.
+type statusDoc = statusdoc.Doc
 
 func getStatus(url string) (statusDoc, error) {
 	var d statusDoc
@@ -207,8 +158,8 @@ func TestConsulRefusalMakesUnready(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if d.Ready || d.Runner.Throttled[status.Throttle429]+d.Runner.Throttled[status.ThrottleConnReset] == 0 ||
-			d.Runner.Missing == 0 || d.Runner.ThrottledSince == nil || !strings.Contains(d.Reason, "consul refuses") {
+		if d.Ready || d.Runner.ConsulThrottled[status.Throttle429]+d.Runner.ConsulThrottled[status.ThrottleConnReset] == 0 ||
+			d.Runner.MissingDependencies == 0 || d.Runner.ConsulThrottledSince == nil || !strings.Contains(d.Reason, "consul refuses") {
 			return fmt.Errorf("not reported as refused: %+v", d)
 		}
 		return nil
@@ -225,7 +176,7 @@ func TestConsulRefusalMakesUnready(t *testing.T) {
 		if b, _ := os.ReadFile(dest); !strings.Contains(string(b), "late ") {
 			return fmt.Errorf("late not rendered: %q", b)
 		}
-		if err != nil || !d.Ready || d.Runner.ThrottledSince != nil || d.Runner.Missing != 0 {
+		if err != nil || !d.Ready || d.Runner.ConsulThrottledSince != nil || d.Runner.MissingDependencies != 0 {
 			return fmt.Errorf("not ready again: %+v %v", d, err)
 		}
 		return nil

@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -59,7 +60,7 @@ type options struct {
 
 func main() {
 	var o options
-	var proxies string
+	var proxies, only string
 	flag.IntVar(&o.changes, "changes", 50, "catalog changes in each load phase")
 	flag.DurationVar(&o.interval, "interval", 250*time.Millisecond, "time between two changes")
 	flag.IntVar(&o.conns, "conns", 32, "clients (connections) per pipeline in a load phase")
@@ -67,8 +68,13 @@ func main() {
 	flag.StringVar(&proxies, "proxies", "nginx,haproxy,caddy", "proxies to measure, comma-separated")
 	flag.DurationVar(&o.drainWait, "drain-wait", 0, "count old workers this long after each phase (0: the proxy's own limit from its config, plus 1s)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work dir (logs and rendered files) and print its path")
+	flag.StringVar(&only, "tools", strings.Join(tools, ","), "tools to run side by side, comma-separated (one alone: its latency without the others' load)")
 	flag.Parse()
 	o.proxies = strings.Split(proxies, ",")
+	if err := pickTools(only); err != nil {
+		fmt.Fprintln(os.Stderr, "membership bench:", err)
+		os.Exit(2)
+	}
 	if err := o.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "membership bench:", err)
 		os.Exit(2)
@@ -156,5 +162,17 @@ func run(ctx context.Context, o options) error {
 		}
 		done = append(done, r)
 	}
+	return nil
+}
+
+// pickTools keeps the tools named in list, in their usual order.
+func pickTools(list string) error {
+	want := strings.Split(list, ",")
+	for _, w := range want {
+		if !slices.Contains(tools, w) {
+			return fmt.Errorf("-tools: unknown tool %q (known: %s)", w, strings.Join(tools, ", "))
+		}
+	}
+	tools = slices.DeleteFunc(tools, func(t string) bool { return !slices.Contains(want, t) })
 	return nil
 }

@@ -50,7 +50,9 @@ var kinds = []*proxyKind{
 		drain:     regexp.MustCompile(`(?m)^\s*worker_shutdown_timeout\s+(\d+)(ms|s|m|h)?\s*;`),
 		drainUnit: time.Second,
 		env: func(p *pipeline) []string {
-			return []string{"SWITCHYARD_LISTEN=" + p.listen, "SWITCHYARD_NGINX_API_PORT=" + strconv.Itoa(p.aux)}
+			// No gRPC listener: the bench's services are plain HTTP.
+			return []string{"SWITCHYARD_LISTEN=" + p.listen, "SWITCHYARD_NGINX_API_PORT=" + strconv.Itoa(p.aux),
+				"SWITCHYARD_NGINX_GRPC_LISTEN="}
 		},
 	},
 	{

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/switchyard/switchyard/renderer/haproxyproc"
 )
 
 // workers is a proxy's worker processes at one moment: all of them (the
@@ -98,33 +99,13 @@ func haproxyWorkers(socket string) workerLister {
 	}
 }
 
-// parseShowProc reads HAProxy 2.6's "show proc" table: the master's pid,
-// and the current workers (listed under "# workers"; retired ones follow
-// "# old workers").
+// parseShowProc reads HAProxy's "show proc" table with the renderer's
+// parser (haproxyproc), so the benchmark counts as current the workers the
+// renderer's reload verification counts: the master's pid, and the
+// current workers (not the retired ones).
 func parseShowProc(out string) (master int, cur map[int]bool) {
-	cur = map[int]bool{}
-	section := ""
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if strings.HasPrefix(line, "#") {
-			section = strings.TrimSpace(strings.TrimPrefix(line, "#"))
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		pid, err := strconv.Atoi(f[0])
-		switch {
-		case err != nil:
-		case f[1] == "master":
-			master = pid
-		case f[1] == "worker" && section == "workers":
-			cur[pid] = true
-		}
-	}
-	return master, cur
+	t := haproxyproc.Parse(out)
+	return t.Master, t.Workers
 }
 
 // masterCLI sends one command to an HAProxy master CLI and reads the

@@ -70,8 +70,11 @@ func startAgent(dir string) (*agent, error) {
 
 func (a *agent) stop() { _ = a.cmd.Process.Kill(); _ = a.cmd.Wait() }
 
-// register puts n services x 3 instances in the catalog, 16 calls at a
-// time (well under the agent's limit), each with a deadline.
+// register puts n services x 3 instances in the catalog: instance j of
+// every service on node scale-j (three hosts), 16 calls at a time, each
+// with a deadline. Through the catalog endpoint: agent registrations of
+// 30,000 services on one agent take many minutes (anti-entropy), and
+// services of other nodes are what a renderer sees in real life.
 func (a *agent) register(n int) error {
 	g := errgroup.Group{}
 	g.SetLimit(16)
@@ -80,10 +83,12 @@ func (a *agent) register(n int) error {
 			g.Go(func() error {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				return a.client.Agent().ServiceRegisterOpts(&api.AgentServiceRegistration{
-					ID: fmt.Sprintf("s%05d-%d", i, j), Name: fmt.Sprintf("s%05d", i),
-					Address: fmt.Sprintf("10.%d.%d.%d", i/250, i%250, j+1), Port: 8080,
-				}, api.ServiceRegisterOpts{}.WithContext(ctx))
+				_, err := a.client.Catalog().Register(&api.CatalogRegistration{
+					Node: fmt.Sprintf("scale-%d", j), Address: fmt.Sprintf("192.0.2.%d", j+1),
+					Service: &api.AgentService{ID: fmt.Sprintf("s%05d-%d", i, j), Service: fmt.Sprintf("s%05d", i),
+						Address: fmt.Sprintf("10.%d.%d.%d", i/250, i%250, j+1), Port: 8080},
+				}, (&api.WriteOptions{}).WithContext(ctx))
+				return err
 			})
 		}
 	}
