@@ -333,17 +333,36 @@ func (rt *hxRuntime) readdress(be string, s membership.Server) func(ctx context.
 }
 
 // awaitDrained polls "show servers conn" until each server of swap has no
-// connection, then calls its swap, until all are done or rt.drain passed.
+// request in flight, then calls its swap, until all are done or rt.drain
+// passed.
+//
+// A server's idle connections are closed first: they carry no request,
+// and HAProxy 2.6 keeps them. A request in flight when the server went
+// into maintenance hands its connection to the idle pool when it ends;
+// the pool is purged by half every 5 s, never down to its last one; and
+// "del server" refuses a server with any connection. HAProxy closes a
+// server's idle connections when its address changes, and nothing else
+// on the runtime API does: so the server is moved to the next port. It is
+// in maintenance and about to be deleted or given its new address, so it
+// sends nothing there.
 func (rt *hxRuntime) awaitDrained(ctx context.Context, be string, swap map[string]func(context.Context) (bool, error)) error {
-	var conns map[string]int
+	conns := map[string]hxConns{}
 	err := pollUntil(ctx, rt.drain, func(ctx context.Context) (bool, error) {
-		var err error
-		if conns, err = rt.conns(ctx, be); err != nil {
+		now, err := rt.conns(ctx, be)
+		if err != nil {
 			return false, err
 		}
+		conns = now
 		for _, name := range sortedKeys(swap) {
-			if conns[name] > 0 {
+			c := conns[name]
+			switch {
+			case c.used > 0:
 				continue
+			case c.idle > 0:
+				if err := rt.closeIdle(ctx, be, name, c); err != nil {
+					return false, err
+				}
+				continue // the next poll sees them gone
 			}
 			done, err := swap[name](ctx)
 			if err != nil {
@@ -358,7 +377,7 @@ func (rt *hxRuntime) awaitDrained(ctx context.Context, be string, swap map[strin
 	if errors.Is(err, context.DeadlineExceeded) && len(swap) > 0 {
 		var left []string
 		for _, name := range sortedKeys(swap) {
-			left = append(left, fmt.Sprintf("%s (%d connections)", name, conns[name]))
+			left = append(left, fmt.Sprintf("%s (%d requests in flight, %d idle connections)", name, conns[name].used, conns[name].idle))
 		}
 		return fmt.Errorf("servers not drained within %s: %s: %w", rt.drain, strings.Join(left, ", "), err)
 	}
@@ -415,23 +434,46 @@ func (rt *hxRuntime) state(ctx context.Context, be string) (map[string]hxServerS
 // conns reads "show servers conn BACKEND" into server name -> connections
 // in use and idle ones (maintenance closes those; del server refuses while
 // any is left).
-func (rt *hxRuntime) conns(ctx context.Context, be string) (map[string]int, error) {
+func (rt *hxRuntime) conns(ctx context.Context, be string) (map[string]hxConns, error) {
 	out, err := rt.run(ctx, nil, "show servers conn "+be)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := hxTable(out, "# bkname/svname ", "bkname/svname", "used_cur", "idle_cur")
+	rows, err := hxTable(out, "# bkname/svname ", "bkname/svname", "addr", "port", "used_cur", "idle_cur")
 	if err != nil {
 		return nil, fmt.Errorf("show servers conn %s: %w", be, err)
 	}
-	m := map[string]int{}
+	m := map[string]hxConns{}
 	for _, r := range rows {
-		used, _ := strconv.Atoi(r["used_cur"])
-		idle, _ := strconv.Atoi(r["idle_cur"])
+		var c hxConns
+		c.used, _ = strconv.Atoi(r["used_cur"])
+		c.idle, _ = strconv.Atoi(r["idle_cur"])
+		c.port, _ = strconv.Atoi(r["port"])
+		c.addr = r["addr"]
 		_, name, _ := strings.Cut(r["bkname/svname"], "/")
-		m[name] = used + idle
+		m[name] = c
 	}
 	return m, nil
+}
+
+// hxConns is a server's line of "show servers conn": its address, and
+// its connections carrying a request (used) and kept for reuse (idle).
+type hxConns struct {
+	addr       string
+	port       int
+	used, idle int
+}
+
+// closeIdle closes a server's idle connections by moving it to the next
+// port (see awaitDrained).
+func (rt *hxRuntime) closeIdle(ctx context.Context, be, name string, c hxConns) error {
+	port := c.port + 1
+	if port > 65535 {
+		port = 1
+	}
+	cmd := fmt.Sprintf("set server %s/%s addr %s port %d", be, name, c.addr, port)
+	_, err := rt.run(ctx, addrSet, cmd)
+	return err
 }
 
 // hxTable reads a runtime API table: a header line starting with header

@@ -377,6 +377,88 @@ func TestHAProxyPatchDrainBound(t *testing.T) {
 	}
 }
 
+// TestHAProxyPatchDrainsARequestInFlight: a server removed while it
+// serves a request is deleted once that request ends, within the bound.
+// HAProxy 2.6 hands the request's server connection to the idle pool when
+// it ends, although the server is in maintenance, and keeps it there
+// (half the pool is purged every 5 s, never the last connection); "del
+// server" refuses a server with any connection. So the drain must close
+// those idle connections itself, or every removal under load would fall
+// back to a reload.
+func TestHAProxyPatchDrainsARequestInFlight(t *testing.T) {
+	_, conf, listen := confIn(t, "haproxy.cfg")
+	release, arrived := make(chan struct{}), make(chan struct{}, 1)
+	slow := startInstance(t, "slow", "tcp4", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(w, "slow")
+	}))
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce)
+	in := instances(t, "a")
+	cfg := runtimeConf(listen, serverLine(slow))
+	h := startHAProxy(t, conf, cfg)
+	h.Timeout = 8 * time.Second // the drain gets half of it
+
+	inflight := make(chan string, 1)
+	go func() {
+		cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := cl.Get("http://" + listen + "/")
+		if err != nil {
+			inflight <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		inflight <- fmt.Sprint(string(body), err)
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not reach the slow instance")
+	}
+	type result struct {
+		patched bool
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		patched, err := h.Patch(context.Background(), map[string][]byte{conf: []byte(cfg)}, map[string][]byte{conf: []byte(runtimeConf(listen, serverLine(in[0])))})
+		done <- result{patched, err}
+	}()
+	write(t, conf, runtimeConf(listen, serverLine(in[0])))
+	// The request ends once slow is in maintenance, well inside the
+	// drain's bound.
+	slowName := strings.TrimSpace(strings.Fields(serverLine(slow))[1])
+	testenv.Eventually(t, 3*time.Second, func() error {
+		out, err := h.cli(context.Background(), "@1 show servers state svc_web")
+		if err != nil {
+			return err
+		}
+		rows, err := hxTable(out, "# be_id ", "srv_name", "srv_admin_state")
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if admin, _ := strconv.Atoi(r["srv_admin_state"]); r["srv_name"] == slowName && admin&admForcedMaint != 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not in maintenance yet: %s", slowName, out)
+	})
+	releaseOnce()
+	if got := <-inflight; got != "slow<nil>" {
+		t.Errorf("the request in flight ended with %q", got)
+	}
+	r := <-done
+	if !r.patched || r.err != nil {
+		t.Fatalf("Patch = %t, %v; want the server deleted once its request ended", r.patched, r.err)
+	}
+	if out, err := h.cli(context.Background(), "show servers conn svc_web"); err != nil || strings.Contains(out, slow.addr) {
+		t.Errorf("the worker still has the removed server (%v): %s", err, out)
+	}
+}
+
 func TestHAProxyTable(t *testing.T) {
 	out := "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n" +
 		"2 svc_web 1 127.0.0.1:19001 127.0.0.1 2 0 1 1 7 6 3 1 6 0 0 0 - 19001 - 0 0 - - 0\n" +

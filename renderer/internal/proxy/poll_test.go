@@ -46,3 +46,29 @@ func TestPollUntilPassesAFailureOn(t *testing.T) {
 		}
 	})
 }
+
+// lateContext has a deadline that has passed while its Err is still nil:
+// the moment between a deadline and the timer that marks the context done,
+// in which a socket given the same deadline has already timed out.
+type lateContext struct{ context.Context }
+
+func (lateContext) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
+
+// TestPollUntilReportsADeadlineItsTimerHasNotMarkedYet: the socket's read
+// deadline and the poll's context share one instant, and the socket may
+// see it first. Its "i/o timeout" is then still the poll's timeout (the
+// second CI failure of TestHAProxyPatchDrainBound, under load).
+func TestPollUntilReportsADeadlineItsTimerHasNotMarkedYet(t *testing.T) {
+	err := pollUntil(lateContext{context.Background()}, time.Second, func(ctx context.Context) (bool, error) {
+		if ctx.Err() != nil {
+			t.Fatal("the test needs a context not yet marked done")
+		}
+		return false, &net.OpError{Op: "read", Net: "unix", Err: os.ErrDeadlineExceeded}
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("pollUntil = %v, want context.DeadlineExceeded", err)
+	}
+	if !strings.Contains(err.Error(), "i/o timeout") {
+		t.Errorf("pollUntil = %v, want the check's own error kept", err)
+	}
+}

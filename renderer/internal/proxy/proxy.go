@@ -126,10 +126,10 @@ func pollUntil(ctx context.Context, timeout time.Duration, fn func(ctx context.C
 	defer t.Stop()
 	for interval := time.Millisecond; ; interval = min(2*interval, 20*time.Millisecond) {
 		done, err := fn(ctx)
-		if err != nil && ctx.Err() != nil {
-			return fmt.Errorf("%w: %w", ctx.Err(), err)
-		}
 		if err != nil {
+			if end := ended(ctx); end != nil {
+				return fmt.Errorf("%w: %w", end, err)
+			}
 			return err
 		}
 		if done {
@@ -142,6 +142,19 @@ func pollUntil(ctx context.Context, timeout time.Duration, fn func(ctx context.C
 		case <-t.C:
 		}
 	}
+}
+
+// ended reports why ctx is over, counting a deadline that has passed
+// before ctx's timer marked it done: a socket given the same deadline may
+// time out first.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // awaitReload is the shared half of every Verify: poll took until the new
