@@ -30,13 +30,13 @@ const (
 	code403 = "Unexpected response code: 403"
 )
 
-// runContainer is testenv.RunContainer on a network of its own: the
+// runOnNetwork is rig.run on a network of its own: the
 // default bridge (docker0) is shared with every test on the host, and an
 // engine started with --bridge=none deletes it.
-func runContainer(t *testing.T, o testenv.RunOptions) *docker.Container {
-	t.Helper()
-	o.Network = testenv.CreateNetwork(t).Name
-	return testenv.RunContainer(t, o)
+func (r *rig) runOnNetwork(o testenv.RunOptions) *docker.Container {
+	r.t.Helper()
+	o.Network = testenv.CreateNetwork(r.t).Name
+	return r.run(o)
 }
 
 // waitServing waits until the container's app answers on port 8080. Its
@@ -201,7 +201,7 @@ func TestACLLeastPrivilegePolicy(t *testing.T) {
 	p, status, _ := r.startWithTokenFile(secret)
 	waitReady(t, status, true, "")
 	name := testenv.RandomName("sy-it-acl")
-	ctr := runContainer(t, testenv.RunOptions{
+	ctr := r.runOnNetwork(testenv.RunOptions{
 		Name: name, Labels: map[string]string{"SERVICE_NAME": name, "SERVICE_CHECK_TCP": "true", "SERVICE_CHECK_INTERVAL": "1s"},
 		Ports: []string{"8080"}, Env: map[string]string{"WEBAPP_DRAIN": "30s"},
 		Healthcheck: testenv.ProbeHealthcheck(300 * time.Millisecond),
@@ -236,7 +236,7 @@ func TestACLWrongOrRevokedTokenRetriesAndRecovers(t *testing.T) {
 	testenv.WriteTokenFile(t, file, secret)
 	waitReady(t, status, true, "")
 	first := testenv.RandomName("sy-it-acl1")
-	runContainer(t, testenv.RunOptions{Name: first, Ports: []string{"8080"}})
+	r.runOnNetwork(testenv.RunOptions{Name: first, Ports: []string{"8080"}})
 	r.waitService(r.serviceID(first), nil)
 
 	// Revoked while running: resyncs fail, and so does the registration
@@ -250,7 +250,7 @@ func TestACLWrongOrRevokedTokenRetriesAndRecovers(t *testing.T) {
 	}
 	waitReady(t, status, false, "403")
 	second := testenv.RandomName("sy-it-acl2")
-	runContainer(t, testenv.RunOptions{Name: second, Ports: []string{"8080"}})
+	r.runOnNetwork(testenv.RunOptions{Name: second, Ports: []string{"8080"}})
 	waitMoreErrors(t, status, before, 4)
 	secret2, _ := sc.CreateRegistrarToken(t, "registrar-2")
 	testenv.WriteTokenFile(t, file, secret2)
@@ -280,7 +280,7 @@ func TestTokenOnCommandLineWarns(t *testing.T) {
 
 // tlsArgs are the registrar's flags for the agent's HTTPS port.
 func tlsArgs(r *rig, pki *testenv.PKI, addr string, extra ...string) []string {
-	args := []string{"-node-name", r.node, "-retry-interval", "100", "--consul-cacert", pki.CA,
+	args := []string{"-node-name", r.node, "-retry-interval", "100", "-label-filter", r.scope(), "--consul-cacert", pki.CA,
 		"--consul-client-cert", pki.ClientCert, "--consul-client-key", pki.ClientKey}
 	return append(append(args, extra...), "consul-tls://"+addr)
 }
@@ -314,7 +314,7 @@ func TestRegistrationOverTLS(t *testing.T) {
 	testenv.StartProcess(t, "registrar", r.bin, tlsArgs(r, pki, sc.HTTPSAddr, "--status-addr", status))
 	waitReady(t, status, true, "")
 	name := testenv.RandomName("sy-it-tls")
-	runContainer(t, testenv.RunOptions{Name: name, Ports: []string{"8080"}})
+	r.runOnNetwork(testenv.RunOptions{Name: name, Ports: []string{"8080"}})
 	id := r.serviceID(name)
 	r.waitService(id, nil)
 
@@ -340,7 +340,7 @@ func TestRegistrationOverTLS(t *testing.T) {
 // waits until its service is registered; it returns the service ID.
 func (r *rig) runRegistered(name string, env map[string]string) (*docker.Container, string) {
 	r.t.Helper()
-	ctr := runContainer(r.t, testenv.RunOptions{
+	ctr := r.runOnNetwork(testenv.RunOptions{
 		Name: name, Labels: map[string]string{"SERVICE_NAME": name}, Ports: []string{"8080"}, Env: env,
 	})
 	id := r.serviceID(name)

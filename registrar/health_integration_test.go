@@ -57,7 +57,7 @@ func TestDockerHealthcheckFollowedInConsul(t *testing.T) {
 	r := newRig(t)
 	p := r.start("-health-ttl", "3s", "-wait-healthy")
 	name := testenv.RandomName("sy-it-health")
-	ctr := testenv.RunContainer(t, testenv.RunOptions{
+	ctr := r.run(testenv.RunOptions{
 		Name: name, Labels: map[string]string{"SERVICE_NAME": name}, Ports: []string{"8080"},
 		Healthcheck: testenv.ProbeHealthcheck(300 * time.Millisecond),
 	})
@@ -100,7 +100,7 @@ func TestDrainAndUndrainSubcommands(t *testing.T) {
 	r := newRig(t)
 	r.start()
 	name := testenv.RandomName("sy-it-hostdrain")
-	testenv.RunContainer(t, testenv.RunOptions{Name: name, Labels: map[string]string{"SERVICE_NAME": name}, Ports: []string{"8080"}})
+	r.run(testenv.RunOptions{Name: name, Labels: map[string]string{"SERVICE_NAME": name}, Ports: []string{"8080"}})
 	id := r.node + ":" + name + ":8080"
 	r.waitService(id, nil)
 	maint := "_service_maintenance:" + id
@@ -125,7 +125,7 @@ func TestDockerStopDrainsBeforeDie(t *testing.T) {
 	r := newRig(t)
 	r.start()
 	name := testenv.RandomName("sy-it-drain")
-	ctr := testenv.RunContainer(t, testenv.RunOptions{
+	ctr := r.run(testenv.RunOptions{
 		Name: name, Labels: map[string]string{"SERVICE_NAME": name}, Ports: []string{"8080"},
 		Env: map[string]string{"WEBAPP_DRAIN": "3s"},
 	})

@@ -25,14 +25,14 @@ func TestHungInspectDoesNotStopTheLoop(t *testing.T) {
 	status := statusAddr(t)
 	r.startEnv([]string{"DOCKER_HOST=" + fd.Host}, "-resync", "1", "--io-timeout", "3s", "--stall-timeout", "1s", "--status-addr", status)
 	nameA, nameB := testenv.RandomName("sy-it-hung"), testenv.RandomName("sy-it-other")
-	a := testenv.RunContainer(t, testenv.RunOptions{Name: nameA, Ports: []string{"8080"}})
+	a := r.run(testenv.RunOptions{Name: nameA, Ports: []string{"8080"}})
 	idA, idB := r.node+":"+nameA+":8080", r.node+":"+nameB+":8080"
 	r.waitService(idA, nil)
 	waitReady(t, status, true, "")
 
 	fd.set(a.ID, "hang")
 	waitReady(t, status, false, "stalled") // the next resync is stuck on a
-	testenv.RunContainer(t, testenv.RunOptions{Name: nameB, Ports: []string{"8080"}})
+	r.run(testenv.RunOptions{Name: nameB, Ports: []string{"8080"}})
 	r.waitService(idB, nil) // the inspect timed out; the loop went on
 	waitReady(t, status, false, "inspect .*retry|stalled")
 	if !r.has(idA) {
@@ -53,7 +53,7 @@ func TestInspectFailureAtStartupKeepsServices(t *testing.T) {
 	fd := startFaultyDocker(t)
 	env := []string{"DOCKER_HOST=" + fd.Host}
 	name := testenv.RandomName("sy-it-flaky")
-	ctr := testenv.RunContainer(t, testenv.RunOptions{Name: name, Ports: []string{"8080"}})
+	ctr := r.run(testenv.RunOptions{Name: name, Ports: []string{"8080"}})
 	id := r.node + ":" + name + ":8080"
 	p := r.startEnv(env)
 	r.waitService(id, nil)
@@ -87,9 +87,9 @@ func TestForeignServiceIDIsNeverTakenOver(t *testing.T) {
 	}
 	status := statusAddr(t)
 	r.start("-resync", "1", "--status-addr", status)
-	claim := testenv.RunContainer(t, testenv.RunOptions{Labels: map[string]string{"SERVICE_ID": vault, "SERVICE_NAME": "vault"}, Ports: []string{"8080"}})
+	claim := r.run(testenv.RunOptions{Labels: map[string]string{"SERVICE_ID": vault, "SERVICE_NAME": "vault"}, Ports: []string{"8080"}})
 	other := testenv.RandomName("sy-it-web")
-	testenv.RunContainer(t, testenv.RunOptions{Name: other, Ports: []string{"8080"}})
+	r.run(testenv.RunOptions{Name: other, Ports: []string{"8080"}})
 	r.waitService(r.node+":"+other+":8080", nil)
 
 	testenv.Eventually(t, 15*time.Second, func() error {

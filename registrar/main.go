@@ -84,6 +84,7 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: "internal", EnvVars: env("INTERNAL"), Usage: "register the container IP and container port (exposed ports, published or not)"},
 		&cli.BoolFlag{Name: "explicit", EnvVars: env("EXPLICIT"), Usage: "only register containers that set SERVICE_NAME or SERVICE_<port>_NAME"},
 		&cli.StringFlag{Name: "useIpFromLabel", Aliases: []string{"use-ip-from-label"}, EnvVars: env("USE_IP_FROM_LABEL"), Usage: "take the service address from this container label (a /cidr suffix is stripped)"},
+		&cli.StringSliceFlag{Name: "label-filter", EnvVars: env("LABEL_FILTER"), Usage: "only register containers with this label: KEY or KEY=VALUE; repeat (or separate with commas) to require several; a container without them gets no services, as with SERVICE_IGNORE (e.g. two registrars on one host, or one team's containers)"},
 		&cli.StringFlag{Name: "tags", EnvVars: env("TAGS"), Usage: "comma-separated tags added to every service; a Go template over the container's inspect data"},
 		&cli.StringFlag{Name: "resync", Value: "60", EnvVars: env("RESYNC"), Usage: "full resync interval: seconds or a duration (0 disables)"},
 		&cli.StringFlag{Name: "deregister", Value: config.DeregisterAlways, EnvVars: env("DEREGISTER"), Usage: "services of a stopped container: always, on-success (keep after a non-zero exit not caused by a signal) or never"},
@@ -131,6 +132,7 @@ func configFrom(c *cli.Context) (config.Config, error) {
 		Explicit:        c.Bool("explicit"),
 		IPFromLabel:     c.String("useIpFromLabel"),
 		Tags:            c.String("tags"),
+		LabelFilter:     c.StringSlice("label-filter"),
 		Deregister:      c.String("deregister"),
 		OnShutdown:      c.String("on-shutdown"),
 		RetryAttempts:   c.Int("retry-attempts"),
@@ -161,6 +163,9 @@ func configFrom(c *cli.Context) (config.Config, error) {
 		return cfg, err
 	}
 	cfg.Resync = resync
+	if _, err := service.ParseLabelFilter(cfg.LabelFilter); err != nil {
+		return cfg, err // before anything connects
+	}
 	switch c.NArg() {
 	case 0:
 	case 1:
@@ -274,9 +279,13 @@ func setUp(ctx context.Context, log *slog.Logger, cfg config.Config, status *sta
 	if err != nil {
 		return nil, fmt.Errorf("--tags=%q: %w", cfg.Tags, err)
 	}
+	filter, err := service.ParseLabelFilter(cfg.LabelFilter)
+	if err != nil {
+		return nil, err
+	}
 	policy := service.Policy{
 		Node: node, HostIP: cfg.HostIP, Internal: cfg.Internal, Explicit: cfg.Explicit,
-		IPFromLabel: cfg.IPFromLabel, ForceTags: tags,
+		IPFromLabel: cfg.IPFromLabel, ForceTags: tags, LabelFilter: filter,
 		Health: health.Policy{
 			WaitHealthy: cfg.WaitHealthy, Starting: cfg.HealthStarting, Drain: cfg.Drain,
 			TTL: cfg.HealthTTL, DeregisterAfter: cfg.HealthDeregisterAfter,
@@ -294,7 +303,7 @@ func setUp(ctx context.Context, log *slog.Logger, cfg config.Config, status *sta
 		CallTimeout: cfg.IOTimeout, StallAfter: cfg.StallTimeout, Recorder: status.recorder(),
 	})
 	log.Info("registrar started", "node", node, "consul", cfg.ConsulAddr, "docker", src.Client().Endpoint(),
-		"ip", cfg.HostIP, "default_ip", policy.DefaultIP, "internal", cfg.Internal, "resync", cfg.Resync,
+		"ip", cfg.HostIP, "default_ip", policy.DefaultIP, "internal", cfg.Internal, "label_filter", cfg.LabelFilter, "resync", cfg.Resync,
 		"deregister", cfg.Deregister, "drain", cfg.Drain, "wait_healthy", cfg.WaitHealthy, "on_shutdown", cfg.OnShutdown, "io_timeout", cfg.IOTimeout, "stall_timeout", cfg.StallTimeout)
 	return rec, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,7 @@ func TestSingleAndDoubleDashParse(t *testing.T) {
 			dash + "io-timeout", "3s", dash + "stall-timeout", "2m",
 			dash + "drain=false", dash + "wait-healthy", dash + "health-starting", "warning",
 			dash + "health-ttl", "15s", dash + "health-deregister-after", "5m",
+			dash + "label-filter", "team=web", dash + "label-filter", "expose",
 		}
 	}
 	want := config.Config{
@@ -64,13 +66,14 @@ func TestSingleAndDoubleDashParse(t *testing.T) {
 		NodeName: "n1", OnShutdown: "deregister", LogLevel: "debug", LogFormat: "json",
 		IOTimeout: 3 * time.Second, StallTimeout: 2 * time.Minute,
 		Drain: false, WaitHealthy: true, HealthStarting: "warning", HealthTTL: 15 * time.Second, HealthDeregisterAfter: 5 * time.Minute,
+		LabelFilter: []string{"team=web", "expose"},
 	}
 	for _, dash := range []string{"-", "--"} {
 		cfg, _, err := parse(t, nil, args(dash)...)
 		if err != nil {
 			t.Fatalf("%s: %v", dash, err)
 		}
-		if cfg != want {
+		if !reflect.DeepEqual(cfg, want) {
 			t.Errorf("%s flags:\n got %+v\nwant %+v", dash, cfg, want)
 		}
 	}
@@ -87,7 +90,7 @@ func TestDefaults(t *testing.T) {
 		IOTimeout: 10 * time.Second, StallTimeout: time.Minute,
 		Drain: true, HealthStarting: "critical", HealthTTL: 30 * time.Second, HealthDeregisterAfter: 10 * time.Minute,
 	}
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
 	}
 }
@@ -105,7 +108,7 @@ func TestEnvironment(t *testing.T) {
 		"REGISTRAR_LOG_FORMAT": "json", "REGISTRAR_STATUS_ADDR": "127.0.0.1:9999",
 		"REGISTRAR_IO_TIMEOUT": "4s", "REGISTRAR_STALL_TIMEOUT": "90s",
 		"REGISTRAR_DRAIN": "false", "REGISTRAR_WAIT_HEALTHY": "true", "REGISTRAR_HEALTH_STARTING": "warning",
-		"REGISTRAR_HEALTH_TTL": "20s", "REGISTRAR_HEALTH_DEREGISTER_AFTER": "0",
+		"REGISTRAR_HEALTH_TTL": "20s", "REGISTRAR_HEALTH_DEREGISTER_AFTER": "0", "REGISTRAR_LABEL_FILTER": "a=1,b",
 	}
 	cfg, _, err := parse(t, env)
 	if err != nil {
@@ -119,8 +122,9 @@ func TestEnvironment(t *testing.T) {
 		IOTimeout: 4 * time.Second, StallTimeout: 90 * time.Second,
 		WaitHealthy: true, HealthStarting: "warning", HealthTTL: 20 * time.Second,
 		ConsulClientCert: "/c.pem", ConsulClientKey: "/k.pem", ConsulTLSServerName: "server.dc1.consul",
+		LabelFilter: []string{"a=1", "b"},
 	}
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
 	}
 }

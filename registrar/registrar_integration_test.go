@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	docker "github.com/fsouza/go-dockerclient"
 	"github.com/hashicorp/consul/api"
 
 	"github.com/switchyard/switchyard/scripts/testenv"
@@ -44,9 +45,34 @@ func (r *rig) start(extra ...string) *testenv.Process { return r.startEnv(nil, e
 
 // startEnv is start with extra environment (DOCKER_HOST=...).
 func (r *rig) startEnv(env []string, extra ...string) *testenv.Process {
-	args := append([]string{"-node-name", r.node, "-retry-interval", "100", "-log-level", "debug"}, extra...)
+	args := append([]string{"-node-name", r.node, "-retry-interval", "100", "-log-level", "debug", "-label-filter", r.scope()}, extra...)
 	args = append(args, "consul://"+r.consul.Addr)
 	return testenv.StartProcess(r.t, "registrar", r.bin, args, env...)
+}
+
+// scopeLabel marks the containers of one rig. The Docker engine is shared
+// with the other packages' tests, running at the same time: the rig's
+// registrar registers only its own test's containers (--label-filter), so
+// its counts, /status and metrics are exact.
+const scopeLabel = "switchyard.test.scope"
+
+// scope is the rig's --label-filter value.
+func (r *rig) scope() string { return scopeLabel + "=" + r.node }
+
+// run starts a container of this rig's test (see scopeLabel).
+func (r *rig) run(o testenv.RunOptions) *docker.Container {
+	r.t.Helper()
+	o.Labels = r.labels(o.Labels)
+	return testenv.RunContainer(r.t, o)
+}
+
+// labels returns labels with the rig's scope label added.
+func (r *rig) labels(labels map[string]string) map[string]string {
+	out := map[string]string{scopeLabel: r.node}
+	for k, v := range labels {
+		out[k] = v
+	}
+	return out
 }
 
 // has reports, now, whether the service is registered and ours.
@@ -117,7 +143,7 @@ func TestWalkingSkeleton(t *testing.T) {
 	r.start("--status-addr", status)
 	waitReady(t, status, true, "") // the event stream is up: the start below is an event
 	name := testenv.RandomName("sy-it-web")
-	ctr := testenv.RunContainer(t, testenv.RunOptions{
+	ctr := r.run(testenv.RunOptions{
 		Name:   name,
 		Labels: map[string]string{"SERVICE_NAME": name, "SERVICE_CHECK_HTTP": "/health", "SERVICE_CHECK_INTERVAL": "1s", "SERVICE_TAGS": "b,a"},
 		Ports:  []string{"8080"},
@@ -177,7 +203,7 @@ func TestStateSurvivesConsulRestartAndRegistrarKill(t *testing.T) {
 	var ids []string
 	for i := range 3 {
 		name := testenv.RandomName(fmt.Sprintf("sy-it-%d", i))
-		testenv.RunContainer(t, testenv.RunOptions{Name: name, Labels: map[string]string{"SERVICE_NAME": "it-app"}, Ports: []string{"8080"}})
+		r.run(testenv.RunOptions{Name: name, Labels: map[string]string{"SERVICE_NAME": "it-app"}, Ports: []string{"8080"}})
 		ids = append(ids, r.node+":"+name+":8080")
 	}
 	// Not ours: must never be touched.
@@ -197,7 +223,7 @@ func TestStateSurvivesConsulRestartAndRegistrarKill(t *testing.T) {
 	// (same node name) removes its service at start-up.
 	p.KillGroup()
 	dead := testenv.RandomName("sy-it-dead")
-	dctr := testenv.RunContainer(t, testenv.RunOptions{Name: dead, Ports: []string{"8080"}})
+	dctr := r.run(testenv.RunOptions{Name: dead, Ports: []string{"8080"}})
 	// Registered by nobody yet; pretend a previous incarnation owned it and
 	// then the container went away.
 	stale := &api.AgentServiceRegistration{ID: r.node + ":" + dead + ":8080", Name: "stale", Port: 2,
@@ -224,7 +250,7 @@ func TestOnShutdownDeregister(t *testing.T) {
 	r := newRig(t)
 	p := r.start("--on-shutdown=deregister")
 	name := testenv.RandomName("sy-it-sd")
-	testenv.RunContainer(t, testenv.RunOptions{Name: name, Ports: []string{"8080"}})
+	r.run(testenv.RunOptions{Name: name, Ports: []string{"8080"}})
 	r.waitCount(1)
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -238,7 +264,7 @@ func TestOnShutdownDeregister(t *testing.T) {
 func TestOnShutdownKeepIsDefault(t *testing.T) {
 	r := newRig(t)
 	p := r.start()
-	testenv.RunContainer(t, testenv.RunOptions{Ports: []string{"8080"}})
+	r.run(testenv.RunOptions{Ports: []string{"8080"}})
 	r.waitCount(1)
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -265,7 +291,7 @@ func TestBurstOfContainers(t *testing.T) {
 	// alone first.
 	for i := range n {
 		run := func() {
-			ctr, err := testenv.StartContainer(d, testenv.RunOptions{Name: testenv.RandomName(fmt.Sprintf("sy-it-burst%d", i)), Image: img, Ports: []string{"8080"}})
+			ctr, err := testenv.StartContainer(d, testenv.RunOptions{Name: testenv.RandomName(fmt.Sprintf("sy-it-burst%d", i)), Image: img, Ports: []string{"8080"}, Labels: r.labels(nil)})
 			if ctr != nil {
 				ids <- ctr.ID
 			}
@@ -300,4 +326,29 @@ func TestBurstOfContainers(t *testing.T) {
 		testenv.RemoveContainer(d, id)
 	}
 	r.waitCount(0)
+}
+
+// --label-filter against the real engine: a container without the label
+// gets no service, through events and through resyncs, while one with it
+// does.
+func TestLabelFilterOnTheEngine(t *testing.T) {
+	r := newRig(t)
+	r.start("-resync", "1")
+	other := testenv.RandomName("sy-it-unscoped")
+	testenv.RunContainer(t, testenv.RunOptions{Name: other, Labels: map[string]string{"SERVICE_NAME": "unscoped"}, Ports: []string{"8080"}})
+	mine := testenv.RandomName("sy-it-scoped")
+	r.run(testenv.RunOptions{Name: mine, Ports: []string{"8080"}})
+	r.waitService(r.node+":"+mine+":8080", nil)
+	// Two resyncs later, still only ours.
+	time0 := time.Now()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if time.Since(time0) < 2500*time.Millisecond {
+			return errors.New("waiting for two resyncs")
+		}
+		return nil
+	})
+	if r.has(r.node + ":" + other + ":8080") {
+		t.Fatalf("%s has no %s label and was registered", other, scopeLabel)
+	}
+	r.waitCount(1)
 }

@@ -60,19 +60,19 @@ func TestRoutingMeta(t *testing.T) {
 	waitReady(t, status, true, "")
 
 	virtual := testenv.RandomName("sy-it-vhost")
-	testenv.RunContainer(t, testenv.RunOptions{
+	r.run(testenv.RunOptions{
 		Name: virtual, Ports: []string{"8080", "9090"},
 		Env: map[string]string{"VIRTUAL_HOST": "Api.Example.com, www.example.com", "VIRTUAL_PORT": "9090",
 			"VIRTUAL_PATH": "/api/", "VIRTUAL_DEST": "/"},
 	})
 	fabio := testenv.RandomName("sy-it-fabio")
 	tags := []string{"web", "urlprefix-shop.example.com/shop strip=/shop", "urlprefix-/admin"}
-	testenv.RunContainer(t, testenv.RunOptions{
+	r.run(testenv.RunOptions{
 		Name: fabio, Ports: []string{"8080"},
 		Labels: map[string]string{"SERVICE_TAGS": strings.Join(tags, ",")},
 	})
 	bad := testenv.RandomName("sy-it-badroute")
-	testenv.RunContainer(t, testenv.RunOptions{
+	r.run(testenv.RunOptions{
 		Name: bad, Ports: []string{"8080"},
 		Labels: map[string]string{"SERVICE_ROUTE_PROTO": "tcp", "SERVICE_ROUTE_PORT": "99999",
 			"SERVICE_ROUTE_WEIGHT": "7", "SERVICE_ROUTE_HOTS": "typo.example.com", "SERVICE_VERSION": "2"},

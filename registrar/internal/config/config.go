@@ -55,7 +55,8 @@ type Config struct {
 	Internal    bool
 	Explicit    bool
 	IPFromLabel string
-	Tags        string // Go template, comma list after execution
+	Tags        string   // Go template, comma list after execution
+	LabelFilter []string // --label-filter: KEY or KEY=VALUE, all must match
 
 	Resync        time.Duration // 0 disables periodic resync
 	Deregister    string

@@ -60,6 +60,9 @@ type Policy struct {
 	Internal    bool   // --internal: container IP and container port
 	Explicit    bool   // --explicit: only containers that set a name
 	IPFromLabel string // --useIpFromLabel: label holding the address
+	// LabelFilter is --label-filter: only containers matching all of it
+	// have services.
+	LabelFilter []LabelMatch
 	// ForceTags is --tags, a Go template over the inspect data; nil for none.
 	ForceTags *template.Template
 	// Health is the Docker HEALTHCHECK and drain policy.
@@ -167,7 +170,7 @@ var known = map[string]bool{
 // and every rejection met on the way. A container that is not running has
 // no services.
 func FromContainer(c container.Container, p Policy) ([]Service, []error) {
-	if !c.State.Running {
+	if !c.State.Running || !selected(c.Labels, p.LabelFilter) {
 		return nil, nil
 	}
 	b := builder{c: c, p: p}

@@ -503,3 +503,35 @@ func TestFingerprint(t *testing.T) {
 		t.Error("the fingerprint must not cover itself")
 	}
 }
+
+// --label-filter: a container without every label (and value) asked for
+// has no services and no rejections, whatever its SERVICE_ labels say.
+func TestLabelFilter(t *testing.T) {
+	filter, err := ParseLabelFilter([]string{"team=web", "expose"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Policy{Node: "n", HostIP: "10.0.0.1", LabelFilter: filter}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   int
+	}{
+		{"both labels", map[string]string{"team": "web", "expose": ""}, 1},
+		{"wrong value", map[string]string{"team": "db", "expose": "yes"}, 0},
+		{"one missing", map[string]string{"team": "web"}, 0},
+		{"none, with a bad label", map[string]string{"SERVICE_ROUTE_PORT": "abc"}, 0},
+	} {
+		c := web()
+		c.Labels = tc.labels
+		svcs, errs := FromContainer(c, p)
+		if len(svcs) != tc.want || (tc.want == 0 && len(errs) > 0) {
+			t.Errorf("%s: %d services, errors %v; want %d and no error", tc.name, len(svcs), errs, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "=web", " team=web"} {
+		if _, err := ParseLabelFilter([]string{bad}); err == nil || !strings.Contains(err.Error(), "--label-filter") {
+			t.Errorf("ParseLabelFilter(%q) = %v, want an error naming the flag", bad, err)
+		}
+	}
+}
