@@ -328,37 +328,79 @@ func TestHAProxyPatchWorkerDrifted(t *testing.T) {
 	servesExactly(t, listen, "a", "b", "c")
 }
 
-// TestHAProxyPatchDrainBound: a removed server with a request in flight
-// is out of rotation at once, but cannot be deleted before the request
-// ends; past the bound Patch fails (the reload that follows lets the old
-// worker finish it). The request in flight is not cut.
-func TestHAProxyPatchDrainBound(t *testing.T) {
+// drainRig is HAProxy with one backend of one server, slow, holding one
+// request; a is the server a patch puts in its place.
+type drainRig struct {
+	h                 *HAProxy
+	conf, cfg, listen string
+	slow              instance
+	in                []instance // a
+	release           func()     // lets slow answer
+	inflight          <-chan string
+}
+
+func startDrainRig(t *testing.T, timeout time.Duration) drainRig {
+	t.Helper()
 	_, conf, listen := confIn(t, "haproxy.cfg")
-	release, arrived := make(chan struct{}), make(chan struct{}, 1)
-	slow := startInstance(t, "slow", "tcp4", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		arrived <- struct{}{}
-		<-release
+	slow, release, arrived := holdingInstance(t)
+	d := drainRig{conf: conf, listen: listen, slow: slow, in: instances(t, "a"), release: release}
+	d.cfg = runtimeConf(listen, serverLine(slow))
+	d.h = startHAProxy(t, conf, d.cfg)
+	d.h.Timeout = timeout
+	d.inflight = requestHeld(t, listen, arrived)
+	return d
+}
+
+// holdingInstance starts an instance named slow whose answers wait for
+// release; arrived receives once per request that reached it.
+func holdingInstance(t *testing.T) (slow instance, release func(), arrived <-chan struct{}) {
+	t.Helper()
+	held, reached := make(chan struct{}), make(chan struct{}, 1)
+	slow = startInstance(t, "slow", "tcp4", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		reached <- struct{}{}
+		<-held
 		io.WriteString(w, "slow")
 	}))
 	// Released at cleanup too, which runs before the server's Close: a
 	// handler still blocked would hold Close, and the test, forever.
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseOnce)
-	in := instances(t, "a")
-	cfg := runtimeConf(listen, serverLine(slow))
-	h := startHAProxy(t, conf, cfg)
-	h.Timeout = 2 * time.Second // the drain gets half of it
+	release = sync.OnceFunc(func() { close(held) })
+	t.Cleanup(release)
+	return slow, release, reached
+}
 
+// requestHeld sends one request through listen and returns once the
+// holding instance has it; the channel gives its outcome, "slow<nil>"
+// when it ended whole.
+func requestHeld(t *testing.T, listen string, arrived <-chan struct{}) <-chan string {
+	t.Helper()
 	inflight := make(chan string, 1)
 	go func() {
-		body, err := get(listen)
-		inflight <- fmt.Sprint(body, err)
+		cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := cl.Get("http://" + listen + "/")
+		if err != nil {
+			inflight <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		inflight <- fmt.Sprint(string(body), err)
 	}()
 	select {
 	case <-arrived:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the request did not reach the slow instance")
 	}
+	return inflight
+}
+
+// TestHAProxyPatchDrainBound: a removed server with a request in flight
+// is out of rotation at once, but cannot be deleted before the request
+// ends; past the bound Patch fails (the reload that follows lets the old
+// worker finish it). The request in flight is not cut.
+func TestHAProxyPatchDrainBound(t *testing.T) {
+	d := startDrainRig(t, 2*time.Second) // the drain gets half of it
+	h, conf, cfg, listen, in, releaseOnce, inflight := d.h, d.conf, d.cfg, d.listen, d.in, d.release, d.inflight
+
 	start := time.Now()
 	patched, err := patch(t, h, conf, cfg, runtimeConf(listen, serverLine(in[0])))
 	if patched || err == nil || !strings.Contains(err.Error(), "not drained") {
@@ -386,37 +428,9 @@ func TestHAProxyPatchDrainBound(t *testing.T) {
 // those idle connections itself, or every removal under load would fall
 // back to a reload.
 func TestHAProxyPatchDrainsARequestInFlight(t *testing.T) {
-	_, conf, listen := confIn(t, "haproxy.cfg")
-	release, arrived := make(chan struct{}), make(chan struct{}, 1)
-	slow := startInstance(t, "slow", "tcp4", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		arrived <- struct{}{}
-		<-release
-		io.WriteString(w, "slow")
-	}))
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseOnce)
-	in := instances(t, "a")
-	cfg := runtimeConf(listen, serverLine(slow))
-	h := startHAProxy(t, conf, cfg)
-	h.Timeout = 8 * time.Second // the drain gets half of it
+	d := startDrainRig(t, 8*time.Second) // the drain gets half of it
+	h, conf, cfg, listen, in, slow := d.h, d.conf, d.cfg, d.listen, d.in, d.slow
 
-	inflight := make(chan string, 1)
-	go func() {
-		cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		resp, err := cl.Get("http://" + listen + "/")
-		if err != nil {
-			inflight <- err.Error()
-			return
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		inflight <- fmt.Sprint(string(body), err)
-	}()
-	select {
-	case <-arrived:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the request did not reach the slow instance")
-	}
 	type result struct {
 		patched bool
 		err     error
@@ -446,15 +460,15 @@ func TestHAProxyPatchDrainsARequestInFlight(t *testing.T) {
 		}
 		return fmt.Errorf("%s not in maintenance yet: %s", slowName, out)
 	})
-	releaseOnce()
-	if got := <-inflight; got != "slow<nil>" {
+	d.release()
+	if got := <-d.inflight; got != "slow<nil>" {
 		t.Errorf("the request in flight ended with %q", got)
 	}
 	r := <-done
 	if !r.patched || r.err != nil {
 		t.Fatalf("Patch = %t, %v; want the server deleted once its request ended", r.patched, r.err)
 	}
-	if out, err := h.cli(context.Background(), "show servers conn svc_web"); err != nil || strings.Contains(out, slow.addr) {
+	if out, err := h.cli(context.Background(), "@1 show servers conn svc_web"); err != nil || !strings.Contains(out, "# bkname/svname") || strings.Contains(out, slow.addr) {
 		t.Errorf("the worker still has the removed server (%v): %s", err, out)
 	}
 }
