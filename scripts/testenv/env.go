@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -80,32 +81,49 @@ func FreePort(t testing.TB) int {
 
 // PickPort is FreePort for callers without a testing.TB (benchmarks).
 func PickPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := PickPorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
 }
 
-// PickPorts returns n distinct free ports. Every listener stays open
-// until all are picked: closed one by one, the kernel may hand the same
-// port out twice, and an agent given one port for HTTP and Serf fails.
+// Ports are handed out below the kernel's ephemeral range (32768 and up
+// here), in turn from a random start per test process. A port the kernel
+// picked for a listener and freed again is in that range, where any
+// outgoing connection of any test running alongside may take it before
+// the proxy or agent it was meant for binds it (a CI run saw nginx fail to
+// start so). Below the range only our own picks compete: in turn within a
+// process, and each checked free.
+const (
+	portsFrom, portsTo = 20000, 32000
+)
+
+var nextPort = struct {
+	sync.Mutex
+	p int
+}{p: portsFrom + rand.IntN(portsTo-portsFrom)}
+
+// PickPorts returns n distinct ports free on 127.0.0.1 (TCP) a moment ago.
 func PickPorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
+	nextPort.Lock()
+	defer nextPort.Unlock()
 	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == portsTo-portsFrom {
+			return nil, fmt.Errorf("no %d free ports in %d-%d", n, portsFrom, portsTo)
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		p := nextPort.p
+		nextPort.p++
+		if nextPort.p >= portsTo {
+			nextPort.p = portsFrom
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		ports = append(ports, p)
 	}
 	return ports, nil
 }
