@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -33,7 +35,13 @@ type child struct {
 	done       chan struct{} // closed when the process has exited and its group is gone
 	err        error         // exit error, valid after done
 	logs       chan struct{} // closed when nobody holds the output pipe any more
+
+	mu   sync.Mutex
+	tail []string // the last lines of output, for an error at start
 }
+
+// tailLines is how many output lines a failed start quotes.
+const tailLines = 5
 
 // startChild runs bin in its own process group, so a Ctrl-C on our terminal
 // reaches only us and we decide how the proxy stops; Pdeathsig stops it
@@ -75,6 +83,12 @@ func (c *child) copyLogs(log *slog.Logger, proxy string, pr *os.File) {
 	sc := bufio.NewScanner(pr)
 	for sc.Scan() {
 		log.Info("proxy output", "proxy", proxy, "line", sc.Text())
+		c.mu.Lock()
+		c.tail = append(c.tail, sc.Text())
+		if len(c.tail) > tailLines {
+			c.tail = c.tail[1:]
+		}
+		c.mu.Unlock()
 	}
 	_, _ = io.Copy(io.Discard, pr) // a line too long for the scanner
 }
@@ -89,6 +103,22 @@ func (c *child) wait() {
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// lastOutput quotes the last lines the process wrote, which say why it
+// did not start ("bind() to ... failed"), once its output has ended or
+// after logDrain.
+func (c *child) lastOutput() string {
+	select {
+	case <-c.logs:
+	case <-time.After(logDrain):
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.tail) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(c.tail, " | ")
+}
 
 // exited reports whether done is closed.
 func (c *child) exited() bool {
@@ -239,7 +269,7 @@ func (s *supervised) startSupervised(ctx context.Context, log *slog.Logger, time
 	})
 	if err != nil {
 		_ = c.stop(ctx, timeout)
-		return fmt.Errorf("start %s %s %s: %w", spec.proxy, spec.cfgFlag, spec.config, err)
+		return fmt.Errorf("start %s %s %s: %w%s", spec.proxy, spec.cfgFlag, spec.config, err, c.lastOutput())
 	}
 	log.Info("proxy started", "proxy", spec.proxy, "pid", c.pid(), "config", spec.config)
 	return nil

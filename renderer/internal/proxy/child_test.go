@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -97,7 +98,8 @@ func TestHAProxySuperviseMasterKilled(t *testing.T) {
 }
 
 // A failed start leaves a closed Exited, not nil: nil would tell the
-// supervisor the proxy is not its child, and it would never retry.
+// supervisor the proxy is not its child, and it would never retry. Its
+// error quotes what the proxy said, so the operator reads why.
 func TestSupervisedFailedStartExitedClosed(t *testing.T) {
 	bin := testenv.NginxBinary(t)
 	prefix, conf, _ := confIn(t, "nginx.conf")
@@ -105,9 +107,13 @@ func TestSupervisedFailedStartExitedClosed(t *testing.T) {
 	write(t, conf, nginxConf(busy, "A"))
 	n := &Nginx{Bin: bin, Prefix: prefix, Config: conf, Supervise: true, Timeout: 2 * time.Second, Log: slog.New(slog.DiscardHandler)}
 	ctx := context.Background()
-	if err := n.Start(ctx); err == nil {
+	err := n.Start(ctx)
+	if err == nil {
 		n.Stop(ctx)
 		t.Fatal("Start on a busy port succeeded")
+	}
+	if !strings.Contains(err.Error(), "bind() to "+busy+" failed") {
+		t.Errorf("Start = %v, want nginx's own words on the busy port", err)
 	}
 	ch := n.Exited()
 	if ch == nil {
