@@ -139,6 +139,7 @@ func getStatus(url string) (statusDoc, error) {
 // completes and the renderer is ready again. Before the fix /ready stayed
 // 200 and /status had no trace of the refusals.
 func TestConsulRefusalMakesUnready(t *testing.T) {
+	const lateServices = 6
 	c, addr := startLimitedConsul(t)
 	register(t, c, "small", 5, false)
 	url, dest := runReal(t, addr, "{{ range services }}{{ range service .Name }}{{ .Name }} {{ .Address }}\n{{ end }}{{ end }}")
@@ -152,7 +153,12 @@ func TestConsulRefusalMakesUnready(t *testing.T) {
 		return nil
 	})
 	hogs := hogConnections(t, addr)
-	putService(t, hogs[0], "late")
+	// Several new services, each a new watch wanting a connection at once:
+	// one would fit in a connection the renderer happened to hold idle
+	// (a CI run saw it render "late" past the hogs).
+	for i := range lateServices {
+		putService(t, hogs[0], fmt.Sprintf("late-%d", i))
+	}
 	testenv.Eventually(t, 30*time.Second, func() error {
 		d, err := getStatus(url)
 		if err != nil {
@@ -173,8 +179,11 @@ func TestConsulRefusalMakesUnready(t *testing.T) {
 	}
 	testenv.Eventually(t, 30*time.Second, func() error {
 		d, err := getStatus(url)
-		if b, _ := os.ReadFile(dest); !strings.Contains(string(b), "late ") {
-			return fmt.Errorf("late not rendered: %q", b)
+		b, _ := os.ReadFile(dest)
+		for i := range lateServices {
+			if !strings.Contains(string(b), fmt.Sprintf("late-%d ", i)) {
+				return fmt.Errorf("late-%d not rendered: %q", i, b)
+			}
 		}
 		if err != nil || !d.Ready || d.Runner.ConsulThrottledSince != nil || d.Runner.MissingDependencies != 0 {
 			return fmt.Errorf("not ready again: %+v %v", d, err)
