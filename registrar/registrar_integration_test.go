@@ -333,17 +333,26 @@ func TestBurstOfContainers(t *testing.T) {
 // does.
 func TestLabelFilterOnTheEngine(t *testing.T) {
 	r := newRig(t)
-	r.start("-resync", "1")
+	status := statusAddr(t)
+	r.start("-resync", "1", "--status-addr", status)
 	other := testenv.RandomName("sy-it-unscoped")
 	testenv.RunContainer(t, testenv.RunOptions{Name: other, Labels: map[string]string{"SERVICE_NAME": "unscoped"}, Ports: []string{"8080"}})
 	mine := testenv.RandomName("sy-it-scoped")
 	r.run(testenv.RunOptions{Name: mine, Ports: []string{"8080"}})
 	r.waitService(r.node+":"+mine+":8080", nil)
 	// Two resyncs later, still only ours.
-	time0 := time.Now()
+	fams, err := fetchMetrics("http://" + status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resyncs, _ := sample(fams, "resyncs_total", "result", "ok")
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if time.Since(time0) < 2500*time.Millisecond {
-			return errors.New("waiting for two resyncs")
+		fams, err := fetchMetrics("http://" + status)
+		if err != nil {
+			return err
+		}
+		if n, _ := sample(fams, "resyncs_total", "result", "ok"); n < resyncs+2 {
+			return fmt.Errorf("%v resyncs since the scoped service registered, want 2", n-resyncs)
 		}
 		return nil
 	})
