@@ -241,6 +241,7 @@ func (r *Recorder) ConsulThrottled(reason string, err error, at time.Time) {
 		}
 		r.runner.Throttled[reason]++
 		r.runner.LastThrottle = reason + ": " + text
+		r.runner.LastRefusal = at
 		if r.runner.ThrottledSince.IsZero() {
 			r.runner.ThrottledSince = at
 		}
@@ -289,5 +290,6 @@ func (r *Recorder) Snapshot() Snapshot {
 		s.Runner = r.runner
 		s.Runner.Throttled = maps.Clone(r.runner.Throttled)
 	})
+	s.At = time.Now()
 	return s.sorted()
 }

@@ -23,6 +23,9 @@ type Snapshot struct {
 	Templates []Template
 	Proxies   []Proxy
 	Runner    Runner
+	// At is when the snapshot was taken (zero: unknown), the now of
+	// Ready's time rules.
+	At time.Time
 }
 
 // Template is one rendered destination.
@@ -105,6 +108,8 @@ type Runner struct {
 	LastThrottle   string
 	ThrottledSince time.Time
 	MissingDeps    int
+	// LastRefusal is when Consul last refused the runner (zero: never).
+	LastRefusal time.Time
 }
 
 // Reasons Consul refuses the runner, for Runner.Throttled and the reason
@@ -120,6 +125,22 @@ var throttleReasons = []string{Throttle429, ThrottleConnReset}
 // Starved reports whether Consul's refusals keep a template from a
 // complete render: throttled now, and dependencies still without data.
 func (r Runner) Starved() bool { return !r.ThrottledSince.IsZero() && r.MissingDeps > 0 }
+
+// RefusedFor is how long refusals may go on, every dependency in hand,
+// before the renderer counts as blind: its refused watches (the services
+// list among them, maybe) see no change, so the files no longer follow
+// the catalog. Longer than the retry backoff's default cap (10s), so a
+// refusal still going on is seen; short of a blocking query's wait.
+const RefusedFor = 30 * time.Second
+
+// Blind reports whether, at at, Consul has refused the runner for longer
+// than RefusedFor and still does (a refusal within RefusedFor): a pass
+// with every dependency in hand ends an episode, and a refused watch
+// never makes one.
+func (r Runner) Blind(at time.Time) bool {
+	return !r.ThrottledSince.IsZero() && at.Sub(r.ThrottledSince) > RefusedFor &&
+		!r.LastRefusal.IsZero() && at.Sub(r.LastRefusal) < RefusedFor
+}
 
 // Source hands out snapshots; it is called once per request, from the
 // HTTP server's goroutines, so it must be safe for concurrent use.
@@ -156,6 +177,10 @@ func (s Snapshot) Ready() (ok bool, reason string) {
 	if s.Runner.Starved() {
 		return false, fmt.Sprintf("consul refuses the renderer (%s): %d dependencies without data, no complete render possible (see /status)",
 			s.Runner.LastThrottle, s.Runner.MissingDeps)
+	}
+	if s.Runner.Blind(s.At) {
+		return false, fmt.Sprintf("consul refuses the renderer's watches (%s) for %s: the files do not follow the catalog (see /status)",
+			s.Runner.LastThrottle, s.At.Sub(s.Runner.ThrottledSince).Round(time.Second))
 	}
 	for _, t := range s.Templates {
 		if !t.Accepted {

@@ -63,3 +63,40 @@ func TestThrottleRedacted(t *testing.T) {
 		t.Fatal("nil recorder redacts")
 	}
 }
+
+// Refusals that go on with every dependency in hand leave the renderer
+// blind (a refused services watch never sees a new service): unready once
+// they have lasted RefusedFor and still come, ready again once they stop
+// for RefusedFor or a complete pass ends the episode. A stress run saw
+// the services watch refused for good with nothing missing, and /ready
+// stayed true.
+func TestThrottleBlindWithEveryDependency(t *testing.T) {
+	r := NewRecorder(nil)
+	r.AddTemplate("/t/a.tmpl", "/srv/a.conf", "")
+	r.Accepted("/srv/a.conf", true, t0)
+	r.ConsulThrottled(Throttle429, errors.New("catalog.services: 429"), t0)
+	r.ConsulThrottled(ThrottleConnReset, errors.New("catalog.services: readLoopPeekFailLocked"), t0.Add(RefusedFor))
+	ready := func(at time.Time) (bool, string) {
+		s := r.Snapshot()
+		s.At = at
+		return s.Ready()
+	}
+	for _, c := range []struct {
+		at    time.Time
+		ready bool
+	}{
+		{t0.Add(RefusedFor / 2), true},              // a short episode
+		{t0.Add(RefusedFor + time.Second), false},   // long, and a refusal 1s ago
+		{t0.Add(2*RefusedFor - time.Second), false}, // still within RefusedFor of the last refusal
+		{t0.Add(2*RefusedFor + time.Second), true},  // refusals stopped RefusedFor ago
+	} {
+		ok, why := ready(c.at)
+		if ok != c.ready || (!ok && !strings.Contains(why, "do not follow the catalog")) {
+			t.Errorf("at t0+%s: ready=%v %q, want %v", c.at.Sub(t0), ok, why, c.ready)
+		}
+	}
+	r.ThrottleOver()
+	if ok, why := ready(t0.Add(RefusedFor + time.Second)); !ok {
+		t.Fatalf("episode over: unready (%s)", why)
+	}
+}
