@@ -137,9 +137,10 @@ func getStatus(url string) (statusDoc, error) {
 // /metrics counts it, and the refusals are not an outage (no runner
 // rebuild, Consul not down). Once connections free up, the render
 // completes and the renderer is ready again. Before the fix /ready stayed
-// 200 and /status had no trace of the refusals.
+// 200 and /status had no trace of the refusals. When every dependency
+// got its data but the watches stay refused, /ready turns false after
+// status.RefusedFor instead (see starveWithLateServices).
 func TestConsulRefusalMakesUnready(t *testing.T) {
-	const lateServices = 6
 	c, addr := startLimitedConsul(t)
 	register(t, c, "small", 5, false)
 	url, dest := runReal(t, addr, "{{ range services }}{{ range service .Name }}{{ .Name }} {{ .Address }}\n{{ end }}{{ end }}")
@@ -153,23 +154,7 @@ func TestConsulRefusalMakesUnready(t *testing.T) {
 		return nil
 	})
 	hogs := hogConnections(t, addr)
-	// Several new services, each a new watch wanting a connection at once:
-	// one would fit in a connection the renderer happened to hold idle
-	// (a CI run saw it render "late" past the hogs).
-	for i := range lateServices {
-		putService(t, hogs[0], fmt.Sprintf("late-%d", i))
-	}
-	testenv.Eventually(t, 30*time.Second, func() error {
-		d, err := getStatus(url)
-		if err != nil {
-			return err
-		}
-		if d.Ready || d.Runner.ConsulThrottled[status.Throttle429]+d.Runner.ConsulThrottled[status.ThrottleConnReset] == 0 ||
-			d.Runner.MissingDependencies == 0 || d.Runner.ConsulThrottledSince == nil || !strings.Contains(d.Reason, "consul refuses") {
-			return fmt.Errorf("not reported as refused: %+v", d)
-		}
-		return nil
-	})
+	late := starveWithLateServices(t, url, hogs[0])
 	assertMetric(t, url, `switchyard_renderer_consul_throttled `)
 	if d, _ := getStatus(url); d.Runner.OutageRebuilds != 0 || d.Runner.ConsulDownSince != nil {
 		t.Fatalf("refusals taken for an outage: %+v", d)
@@ -180,9 +165,9 @@ func TestConsulRefusalMakesUnready(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, func() error {
 		d, err := getStatus(url)
 		b, _ := os.ReadFile(dest)
-		for i := range lateServices {
-			if !strings.Contains(string(b), fmt.Sprintf("late-%d ", i)) {
-				return fmt.Errorf("late-%d not rendered: %q", i, b)
+		for _, name := range late {
+			if !strings.Contains(string(b), name+" ") {
+				return fmt.Errorf("%s not rendered: %q", name, b)
 			}
 		}
 		if err != nil || !d.Ready || d.Runner.ConsulThrottledSince != nil || d.Runner.MissingDependencies != 0 {
@@ -190,6 +175,40 @@ func TestConsulRefusalMakesUnready(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// starveWithLateServices registers new services past the hogs, each a
+// new watch wanting a connection at once, and waits for /status to report
+// the renderer refused; it returns their names. Which way depends on
+// timing: a watch's first query answers at once, so a connection the
+// renderer was just handed back (its services watch returning for the new
+// services) can carry several first queries before a blocking query holds
+// it. Either some dependency is left without data (unready at once), or
+// every one has data and the refused watches, the services list among
+// them, go blind (unready after status.RefusedFor). A stress run saw the
+// second, and /ready stayed true before the fix.
+func starveWithLateServices(t *testing.T, url string, via net.Conn) []string {
+	t.Helper()
+	const lateServices = 6
+	var late []string
+	for i := range lateServices {
+		name := fmt.Sprintf("late-%d", i)
+		putService(t, via, name)
+		late = append(late, name)
+	}
+	testenv.Eventually(t, status.RefusedFor+15*time.Second, func() error {
+		d, err := getStatus(url)
+		if err != nil {
+			return err
+		}
+		if d.Ready || d.Runner.ConsulThrottled[status.Throttle429]+d.Runner.ConsulThrottled[status.ThrottleConnReset] == 0 ||
+			d.Runner.ConsulThrottledSince == nil || !strings.Contains(d.Reason, "consul refuses") {
+			return fmt.Errorf("not reported as refused: %+v", d)
+		}
+		t.Logf("refused: %s", d.Reason)
+		return nil
+	})
+	return late
 }
 
 // hogConnections opens connections to the agent until it refuses one
