@@ -138,8 +138,7 @@ const RefusedFor = 30 * time.Second
 // with every dependency in hand ends an episode, and a refused watch
 // never makes one.
 func (r Runner) Blind(at time.Time) bool {
-	return !r.ThrottledSince.IsZero() && at.Sub(r.ThrottledSince) > RefusedFor &&
-		!r.LastRefusal.IsZero() && at.Sub(r.LastRefusal) < RefusedFor
+	return !r.ThrottledSince.IsZero() && at.Sub(r.ThrottledSince) > RefusedFor && at.Sub(r.LastRefusal) < RefusedFor
 }
 
 // Source hands out snapshots; it is called once per request, from the

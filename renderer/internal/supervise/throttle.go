@@ -17,7 +17,9 @@ const (
 	// throttleWindow: a reset or EOF counts as a refusal only this soon
 	// after a 429 (alone it is what a dying agent looks like too); and an
 	// episode ends once a pass comes this long after the last refusal.
-	throttleWindow = 30 * time.Second
+	// The readiness rule's window, so the loop ends an episode when
+	// /ready stops counting it.
+	throttleWindow = status.RefusedFor
 	// consulLogEvery bounds the Consul error lines: one per backoff step,
 	// not one per dependency per retry.
 	consulLogEvery = time.Second
